@@ -1,0 +1,306 @@
+/* util.c - see util.h */
+#define _GNU_SOURCE
+#include "util.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+const char *tool_name = "incv3";
+
+/* Temporary files that must vanish if the process dies before committing. */
+#define MAX_PENDING 16
+static AtomicFile *pending[MAX_PENDING];
+
+static void remove_pending(void) {
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (pending[i]) { unlink(pending[i]->tmp); pending[i] = NULL; }
+}
+
+static void vmsg(const char *fmt, va_list ap) {
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    for (char *p = buf; *p; p++) if (*p == '\n') *p = ' ';   /* one line, always */
+    fprintf(stderr, "%s: %s\n", tool_name, buf);
+}
+
+void die(const char *fmt, ...) {
+    va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
+    remove_pending();
+    exit(EXIT_DATA);
+}
+
+void usage_die(const char *fmt, ...) {
+    va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
+    remove_pending();
+    exit(EXIT_USAGE);
+}
+
+void warnmsg(const char *fmt, ...) {
+    va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
+}
+
+void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) die("out of memory allocating %zu bytes", n);
+    return p;
+}
+void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) die("out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+void *xrealloc(void *p, size_t n) {
+    p = realloc(p, n ? n : 1);
+    if (!p) die("out of memory allocating %zu bytes", n);
+    return p;
+}
+char *xstrdup(const char *s) {
+    char *p = strdup(s);
+    if (!p) die("out of memory");
+    return p;
+}
+
+long long parse_ll(const char *opt, const char *s, long long lo, long long hi) {
+    char *end; errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) usage_die("%s: '%s' is not an integer", opt, s);
+    if (v < lo || v > hi) usage_die("%s: %lld is out of range [%lld, %lld]", opt, v, lo, hi);
+    return v;
+}
+
+double parse_double(const char *opt, const char *s, double lo, double hi) {
+    char *end; errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) usage_die("%s: '%s' is not a number", opt, s);
+    if (v < lo || v > hi) usage_die("%s: %g is out of range [%g, %g]", opt, v, lo, hi);
+    return v;
+}
+
+int parse_double_list(const char *opt, const char *s, double *out, int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end; errno = 0;
+        double v = strtod(p, &end);
+        if (errno || end == p || !isfinite(v) || (*end && *end != ','))
+            usage_die("%s: '%s' is not a comma-separated list of numbers", opt, s);
+        if (n == max) usage_die("%s: more than %d values in '%s'", opt, max, s);
+        out[n++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) usage_die("%s: empty list", opt);
+    return n;
+}
+
+void parse_shard(const char *opt, const char *s, int *index, int *count) {
+    int i, n, len = 0;
+    if (sscanf(s, "%d/%d%n", &i, &n, &len) != 2 || s[len] || n < 1 || i < 0 || i >= n)
+        usage_die("%s: '%s' is not I/N with 0 <= I < N", opt, s);
+    *index = i; *count = n;
+}
+
+void bad_option(char **argv) {
+    const char *arg = argv[optind - 1];
+    if (optopt > ' ' && optopt < 127 && !(arg && arg[0] == '-' && arg[1] == '-'))
+        usage_die("invalid option or missing value: -%c (see --help)", optopt);
+    usage_die("invalid option or missing value: %s (see --help)", arg ? arg : "?");
+}
+
+void print_version(void) {
+    printf("%s (incv3) %s\n", tool_name, INCV3_VERSION);
+    exit(0);
+}
+
+/* OpenBLAS 0.3.21 does not know some AVX-512 CPUs and silently falls back to
+ * its generic Prescott kernels (~6x slower). The core type is read from the
+ * environment when the library loads, so the fix is to set it and re-exec. */
+static void blas_check_coretype(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE") || getenv("INCV3_NO_REEXEC")) return;
+    const char *core = openblas_get_corename();
+    if (!core || (strcasecmp(core, "prescott") && strcasecmp(core, "core2") &&
+                  strcasecmp(core, "nehalem") && strcasecmp(core, "unknown")))
+        return;
+    __builtin_cpu_init();
+    const char *want = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                     : __builtin_cpu_supports("avx2") ? "Haswell" : NULL;
+    if (!want) return;
+    if (!getenv("INCV3_QUIET_BLAS"))
+        fprintf(stderr, "%s: note: OpenBLAS chose '%s' kernels on a CPU with %s; "
+                "re-running with OPENBLAS_CORETYPE=%s\n", tool_name, core,
+                strcmp(want, "SkylakeX") ? "AVX2" : "AVX-512", want);
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    setenv("INCV3_NO_REEXEC", "1", 1);     /* never loop */
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on slowly rather than not at all */
+}
+
+void tool_init(const char *name, int argc, char **argv) {
+    (void)argc;
+    tool_name = name;
+    blas_check_coretype(argv);
+}
+
+/* ---- atomic files ---- */
+
+AtomicFile *atomic_open(const char *path) {
+    AtomicFile *a = xcalloc(1, sizeof *a);
+    a->path = xstrdup(path);
+    size_t n = strlen(path) + 32;
+    a->tmp = xmalloc(n);
+    snprintf(a->tmp, n, "%s.tmp.%d", path, (int)getpid());
+    a->f = fopen(a->tmp, "wb");
+    if (!a->f) die("cannot create %s: %s", a->tmp, strerror(errno));
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (!pending[i]) { pending[i] = a; break; }
+    return a;
+}
+
+static void unregister(AtomicFile *a) {
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (pending[i] == a) pending[i] = NULL;
+}
+
+void atomic_commit(AtomicFile *a) {
+    if (fflush(a->f) || ferror(a->f) || fsync(fileno(a->f)))
+        die("cannot write %s: %s", a->path, strerror(errno ? errno : EIO));
+    if (fclose(a->f)) { a->f = NULL; die("cannot write %s: %s", a->path, strerror(errno)); }
+    a->f = NULL;
+    if (rename(a->tmp, a->path)) die("cannot rename %s to %s: %s", a->tmp, a->path, strerror(errno));
+    unregister(a);
+    /* make the rename itself durable */
+    char *dir = xstrdup(a->path);
+    int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) { fsync(fd); close(fd); }
+    free(dir);
+    free(a->path); free(a->tmp); free(a);
+}
+
+void atomic_abort(AtomicFile *a) {
+    if (a->f) fclose(a->f);
+    unlink(a->tmp);
+    unregister(a);
+    free(a->path); free(a->tmp); free(a);
+}
+
+void xfwrite(const void *p, size_t n, FILE *f, const char *what) {
+    if (n && fwrite(p, 1, n, f) != n) die("cannot write %s: %s", what, strerror(errno ? errno : EIO));
+}
+
+void xfflush(FILE *f, const char *what) {
+    if (fflush(f)) die("cannot write %s: %s", what, strerror(errno ? errno : EIO));
+}
+
+/* ---- whole files ---- */
+
+static unsigned char *zstd_decompress_all(const unsigned char *src, size_t n, size_t *len,
+                                          const char *path) {
+    ZSTD_DCtx *dc = ZSTD_createDCtx();
+    ZSTD_DCtx_setParameter(dc, ZSTD_d_windowLogMax, 27);
+    size_t cap = 1 << 20, used = 0;
+    unsigned char *out = xmalloc(cap);
+    ZSTD_inBuffer in = { src, n, 0 };
+    size_t ret = 1;
+    while (in.pos < in.size) {
+        if (used == cap) { cap *= 2; out = xrealloc(out, cap); }
+        ZSTD_outBuffer ob = { out + used, cap - used, 0 };
+        ret = ZSTD_decompressStream(dc, &ob, &in);
+        if (ZSTD_isError(ret))
+            die("%s: corrupt zstd data near compressed byte %zu: %s", path, in.pos, ZSTD_getErrorName(ret));
+        used += ob.pos;
+        if (ob.pos == 0 && in.pos == in.size) break;
+    }
+    /* flush what the decoder still holds */
+    while (ret != 0) {
+        if (used == cap) { cap *= 2; out = xrealloc(out, cap); }
+        ZSTD_outBuffer ob = { out + used, cap - used, 0 };
+        ret = ZSTD_decompressStream(dc, &ob, &in);
+        if (ZSTD_isError(ret)) die("%s: corrupt zstd data: %s", path, ZSTD_getErrorName(ret));
+        used += ob.pos;
+        if (ob.pos == 0 && ret != 0) die("%s: truncated zstd frame", path);
+    }
+    ZSTD_freeDCtx(dc);
+    *len = used;
+    return out;
+}
+
+unsigned char *read_whole_file(const char *path, size_t *len) {
+    int is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 20, n = 0;
+    unsigned char *buf = xmalloc(cap);
+    for (;;) {
+        if (n == cap) { cap *= 2; buf = xrealloc(buf, cap); }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    if (ferror(f)) die("cannot read %s: %s", path, strerror(errno));
+    if (!is_stdin) fclose(f);
+    if (n >= 4 && buf[0] == 0x28 && buf[1] == 0xB5 && buf[2] == 0x2F && buf[3] == 0xFD) {
+        unsigned char *out = zstd_decompress_all(buf, n, len, path);
+        free(buf);
+        return out;
+    }
+    *len = n;
+    return buf;
+}
+
+/* ---- random numbers ---- */
+
+uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void rng_seed(Rng *r, uint64_t seed, uint64_t stream) {
+    uint64_t x = mix64(seed) ^ mix64(stream * 0x632be59bd9b4e019ULL + 1);
+    for (int i = 0; i < 4; i++) { x = mix64(x); r->s[i] = x; }
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t rng_next(Rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = rotl(s[3], 45);
+    return result;
+}
+
+float rng_uniform(Rng *r) { return (float)(rng_next(r) >> 40) * (1.0f / 16777216.0f); }
+
+uint64_t rng_below(Rng *r, uint64_t n) {
+    uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;
+    do x = rng_next(r); while (x >= lim);
+    return x % n;
+}
+
+void set_threads(int n) {
+    if (n <= 0) return;
+    openblas_set_num_threads(n);
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
