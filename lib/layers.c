@@ -1,0 +1,367 @@
+/* layers.c - see layers.h for layout and conventions. */
+#include "layers.h"
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#define SCRATCH_TARGET ((size_t)1 << 23)   /* floats of im2col per chunk of images */
+
+static int is_pointwise(const ConvShape *cs) {
+    return cs->kh == 1 && cs->kw == 1 && cs->sh == 1 && cs->sw == 1 && cs->ph == 0 && cs->pw == 0;
+}
+
+/* Images per im2col chunk: enough for large GEMMs, bounded scratch. */
+static int chunk_images(const ConvShape *cs, int N, int Ho, int Wo) {
+    size_t per = (size_t)cs->cin * cs->kh * cs->kw * Ho * Wo;
+    size_t n = SCRATCH_TARGET / (per ? per : 1);
+    if (n < 1) n = 1;
+    return n > (size_t)N ? N : (int)n;
+}
+
+size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W) {
+    if (is_pointwise(cs)) return 0;
+    int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
+    return (size_t)cs->cin * cs->kh * cs->kw * chunk_images(cs, N, Ho, Wo) * Ho * Wo;
+}
+
+/* col [cin*kh*kw, nc*Ho*Wo] from images n0..n0+nc of in [cin, N, H, W] */
+static void im2col(float *col, const float *in, const ConvShape *cs, int N, int H, int W,
+                   int n0, int nc, int Ho, int Wo) {
+    const int64_t L = (int64_t)nc * Ho * Wo;
+    #pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < cs->cin; ci++)
+        for (int ki = 0; ki < cs->kh; ki++)
+            for (int kj = 0; kj < cs->kw; kj++) {
+                float *row = col + ((int64_t)(ci * cs->kh + ki) * cs->kw + kj) * L;
+                for (int n = 0; n < nc; n++) {
+                    const float *plane = in + ((int64_t)ci * N + n0 + n) * H * W;
+                    for (int oy = 0; oy < Ho; oy++) {
+                        float *dst = row + ((int64_t)n * Ho + oy) * Wo;
+                        int iy = oy * cs->sh - cs->ph + ki;
+                        if (iy < 0 || iy >= H) { memset(dst, 0, Wo * sizeof *dst); continue; }
+                        const float *src = plane + (int64_t)iy * W;
+                        int ix = kj - cs->pw;
+                        if (cs->sw == 1) {          /* contiguous run with zero edges */
+                            int lo = ix < 0 ? -ix : 0, hi = W - ix < Wo ? W - ix : Wo;
+                            if (hi < lo) hi = lo;
+                            memset(dst, 0, lo * sizeof *dst);
+                            memcpy(dst + lo, src + ix + lo, (hi - lo) * sizeof *dst);
+                            memset(dst + hi, 0, (Wo - hi) * sizeof *dst);
+                        } else {
+                            for (int ox = 0; ox < Wo; ox++, ix += cs->sw)
+                                dst[ox] = ix >= 0 && ix < W ? src[ix] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* in [cin, N, H, W] += col2im(col) for images n0..n0+nc */
+static void col2im(float *in, const float *col, const ConvShape *cs, int N, int H, int W,
+                   int n0, int nc, int Ho, int Wo) {
+    const int64_t L = (int64_t)nc * Ho * Wo;
+    #pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < cs->cin; ci++)
+        for (int ki = 0; ki < cs->kh; ki++)
+            for (int kj = 0; kj < cs->kw; kj++) {
+                const float *row = col + ((int64_t)(ci * cs->kh + ki) * cs->kw + kj) * L;
+                for (int n = 0; n < nc; n++) {
+                    float *plane = in + ((int64_t)ci * N + n0 + n) * H * W;
+                    for (int oy = 0; oy < Ho; oy++) {
+                        int iy = oy * cs->sh - cs->ph + ki;
+                        if (iy < 0 || iy >= H) continue;
+                        const float *src = row + ((int64_t)n * Ho + oy) * Wo;
+                        float *dst = plane + (int64_t)iy * W;
+                        int ix = kj - cs->pw;
+                        for (int ox = 0; ox < Wo; ox++, ix += cs->sw)
+                            if (ix >= 0 && ix < W) dst[ix] += src[ox];
+                    }
+                }
+            }
+}
+
+void conv_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
+                  int N, int H, int W, float *scratch) {
+    int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
+    int64_t L = (int64_t)N * Ho * Wo;
+    if (is_pointwise(cs)) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, L, cs->cin, 1.0f,
+                    weight, cs->cin, in, L, 0.0f, out, L);
+        return;
+    }
+    int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
+    for (int n0 = 0; n0 < N; n0 += step) {
+        int nc = N - n0 < step ? N - n0 : step;
+        im2col(scratch, in, cs, N, H, W, n0, nc, Ho, Wo);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, nc * Ho * Wo, K, 1.0f,
+                    weight, K, scratch, nc * Ho * Wo, 0.0f, out + (int64_t)n0 * Ho * Wo, L);
+    }
+}
+
+void conv_backward(float *din, float *dweight, const float *dout, const float *in,
+                   const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch) {
+    int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
+    int64_t L = (int64_t)N * Ho * Wo;
+    if (is_pointwise(cs)) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, cs->cin, L, 1.0f,
+                    dout, L, in, L, 1.0f, dweight, cs->cin);
+        if (din)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cs->cin, L, cs->cout, 1.0f,
+                        weight, cs->cin, dout, L, 1.0f, din, L);
+        return;
+    }
+    int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
+    float *col = scratch, *dcol = scratch + conv_scratch_floats(cs, N, H, W);
+    for (int n0 = 0; n0 < N; n0 += step) {
+        int nc = N - n0 < step ? N - n0 : step;
+        int64_t Lc = (int64_t)nc * Ho * Wo;
+        const float *dchunk = dout + (int64_t)n0 * Ho * Wo;
+        im2col(col, in, cs, N, H, W, n0, nc, Ho, Wo);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, K, Lc, 1.0f,
+                    dchunk, L, col, Lc, 1.0f, dweight, K);
+        if (!din) continue;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, Lc, cs->cout, 1.0f,
+                    weight, K, dchunk, L, 0.0f, dcol, Lc);
+        col2im(din, dcol, cs, N, H, W, n0, nc, Ho, Wo);
+    }
+}
+
+/* ---- batch norm + ReLU ---- */
+
+void bn_relu_forward_train(float *y, float *out, const float *gamma, const float *beta,
+                           float *mean, float *istd, float *run_mean, float *run_var,
+                           int C, int64_t M, int groups, float momentum, float eps) {
+    const int64_t Mg = M / groups;
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double mean_sum = 0, var_sum = 0;
+        for (int g = 0; g < groups; g++) {
+            float *row = y + (int64_t)c * M + g * Mg, *o = out + (int64_t)c * M + g * Mg;
+            double s = 0, sq = 0;
+            for (int64_t i = 0; i < Mg; i++) s += row[i];
+            double mu = s / Mg;
+            for (int64_t i = 0; i < Mg; i++) { double d = row[i] - mu; sq += d * d; }
+            double var = sq / Mg;
+            float is = (float)(1.0 / sqrt(var + eps)), m = (float)mu, ga = gamma[c], be = beta[c];
+            mean[c * groups + g] = m;
+            istd[c * groups + g] = is;
+            for (int64_t i = 0; i < Mg; i++) {
+                float xh = (row[i] - m) * is, v = ga * xh + be;
+                row[i] = xh;
+                o[i] = v > 0 ? v : 0;
+            }
+            mean_sum += mu;
+            var_sum += Mg > 1 ? sq / (Mg - 1) : var;
+        }
+        run_mean[c] = (1 - momentum) * run_mean[c] + momentum * (float)(mean_sum / groups);
+        run_var[c] = (1 - momentum) * run_var[c] + momentum * (float)(var_sum / groups);
+    }
+}
+
+void bn_relu_forward_eval(const float *y, float *out, const float *gamma, const float *beta,
+                          const float *run_mean, const float *run_var, int C, int64_t M, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        float is = 1.0f / sqrtf(run_var[c] + eps), sc = gamma[c] * is;
+        float sh = beta[c] - run_mean[c] * sc;
+        const float *row = y + (int64_t)c * M;
+        float *o = out + (int64_t)c * M;
+        for (int64_t i = 0; i < M; i++) { float v = row[i] * sc + sh; o[i] = v > 0 ? v : 0; }
+    }
+}
+
+void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dout,
+                      const float *out, const float *gamma, const float *istd,
+                      int C, int64_t M, int groups) {
+    const int64_t Mg = M / groups;
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int g = 0; g < groups; g++) {
+            int64_t base = (int64_t)c * M + g * Mg;
+            float *xh = xhat + base;
+            const float *d = dout + base, *o = out + base;
+            double sdz = 0, sdzx = 0;
+            for (int64_t i = 0; i < Mg; i++)
+                if (o[i] > 0) { sdz += d[i]; sdzx += (double)d[i] * xh[i]; }
+            dbeta[c] += (float)sdz;
+            dgamma[c] += (float)sdzx;
+            float k = gamma[c] * istd[c * groups + g] / (float)Mg;
+            float a = (float)(sdz), b = (float)(sdzx);
+            for (int64_t i = 0; i < Mg; i++) {
+                float dz = o[i] > 0 ? d[i] : 0.0f;
+                xh[i] = k * ((float)Mg * dz - a - xh[i] * b);
+            }
+        }
+}
+
+/* ---- pooling ---- */
+
+void maxpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p) {
+    int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
+    #pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *src = in + (int64_t)pl * H * W;
+        float *dst = out + (int64_t)pl * Ho * Wo;
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                float m = -INFINITY;
+                for (int i = 0; i < k; i++) {
+                    int iy = oy * s - p + i;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int j = 0; j < k; j++) {
+                        int ix = ox * s - p + j;
+                        if (ix >= 0 && ix < W && (src[iy * W + ix] > m || isnan(src[iy * W + ix])))
+                            m = src[iy * W + ix];
+                    }
+                }
+                dst[oy * Wo + ox] = m;
+            }
+    }
+}
+
+/* The gradient goes to the first maximum of each window, as in PyTorch. */
+void maxpool_backward(float *din, const float *dout, const float *in, int planes, int H, int W,
+                      int k, int s, int p) {
+    int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
+    #pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *src = in + (int64_t)pl * H * W, *d = dout + (int64_t)pl * Ho * Wo;
+        float *dst = din + (int64_t)pl * H * W;
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                float m = -INFINITY;
+                int at = -1;
+                for (int i = 0; i < k; i++) {
+                    int iy = oy * s - p + i;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int j = 0; j < k; j++) {
+                        int ix = ox * s - p + j;
+                        if (ix >= 0 && ix < W && (src[iy * W + ix] > m || isnan(src[iy * W + ix])))
+                            { m = src[iy * W + ix]; at = iy * W + ix; }
+                    }
+                }
+                if (at >= 0) dst[at] += d[oy * Wo + ox];
+            }
+    }
+}
+
+void avgpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p) {
+    int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
+    float inv = 1.0f / (float)(k * k);
+    #pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *src = in + (int64_t)pl * H * W;
+        float *dst = out + (int64_t)pl * Ho * Wo;
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                float sum = 0;
+                for (int i = 0; i < k; i++) {
+                    int iy = oy * s - p + i;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int j = 0; j < k; j++) {
+                        int ix = ox * s - p + j;
+                        if (ix >= 0 && ix < W) sum += src[iy * W + ix];
+                    }
+                }
+                dst[oy * Wo + ox] = sum * inv;
+            }
+    }
+}
+
+void avgpool_backward(float *din, const float *dout, int planes, int H, int W, int k, int s, int p) {
+    int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
+    float inv = 1.0f / (float)(k * k);
+    #pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *d = dout + (int64_t)pl * Ho * Wo;
+        float *dst = din + (int64_t)pl * H * W;
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                float g = d[oy * Wo + ox] * inv;
+                for (int i = 0; i < k; i++) {
+                    int iy = oy * s - p + i;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int j = 0; j < k; j++) {
+                        int ix = ox * s - p + j;
+                        if (ix >= 0 && ix < W) dst[iy * W + ix] += g;
+                    }
+                }
+            }
+    }
+}
+
+/* ---- head ---- */
+
+void gap_forward(float *out, const float *in, int C, int N, int HW) {
+    for (int64_t r = 0; r < (int64_t)C * N; r++) {
+        float s = 0;
+        for (int i = 0; i < HW; i++) s += in[r * HW + i];
+        out[r] = s / HW;
+    }
+}
+
+void gap_backward(float *din, const float *dout, int C, int N, int HW) {
+    for (int64_t r = 0; r < (int64_t)C * N; r++) {
+        float g = dout[r] / HW;
+        for (int i = 0; i < HW; i++) din[r * HW + i] += g;
+    }
+}
+
+void dropout_forward(float *x, uint8_t *mask, int64_t n, float p, Rng *rng) {
+    float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) {
+        mask[i] = rng_uniform(rng) >= p;
+        x[i] = mask[i] ? x[i] * scale : 0.0f;
+    }
+}
+
+void dropout_backward(float *dx, const uint8_t *mask, int64_t n, float p) {
+    float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) dx[i] = mask[i] ? dx[i] * scale : 0.0f;
+}
+
+void linear_forward(float *logits, const float *in, const float *weight, const float *bias,
+                    int C, int N, int K) {
+    for (int n = 0; n < N; n++) memcpy(logits + (int64_t)n * K, bias, K * sizeof *bias);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, N, K, C, 1.0f, in, N, weight, C, 1.0f,
+                logits, K);
+}
+
+void linear_backward(float *din, float *dweight, float *dbias, const float *dlogits,
+                     const float *in, const float *weight, int C, int N, int K) {
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) dbias[k] += dlogits[(int64_t)n * K + k];
+    /* dweight [K, C] += dlogits^T [K, N] in^T [N, C] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, K, C, N, 1.0f, dlogits, K, in, N, 1.0f,
+                dweight, C);
+    /* din [C, N] += weight^T [C, K] dlogits^T [K, N] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, C, N, K, 1.0f, weight, C, dlogits, K, 1.0f,
+                din, N);
+}
+
+double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, int N, int K,
+                    float scale) {
+    double total = 0;
+    for (int n = 0; n < N; n++) {
+        const float *z = logits + (int64_t)n * K;
+        float mx = z[0];
+        for (int k = 1; k < K; k++) if (z[k] > mx) mx = z[k];
+        double sum = 0;
+        for (int k = 0; k < K; k++) sum += exp((double)(z[k] - mx));
+        double lse = mx + log(sum);
+        total += lse - z[labels[n]];
+        if (!dlogits) continue;
+        float *d = dlogits + (int64_t)n * K;
+        for (int k = 0; k < K; k++)
+            d[k] = scale * (float)(exp((double)z[k] - lse) - (k == labels[n])) / N;
+    }
+    return total / N;
+}
+
+void sgd_update(float *w, const float *g, float *buf, size_t n, float lr, float momentum, float wd) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = momentum * buf[i] + (g[i] + wd * w[i]);
+        w[i] -= lr * buf[i];
+    }
+}

@@ -1,0 +1,80 @@
+/* layers.h - the kernels of the network, each a forward/backward pair.
+ *
+ * Layout: activations are CNHW, i.e. [C, N, H, W] with the whole mini-batch
+ * inside each channel row. A convolution is then one GEMM over the batch
+ * ([Cout, K] x [K, N*Ho*Wo]), a 1x1 convolution needs no im2col at all,
+ * batch norm works on contiguous rows, and a channel concatenation is free:
+ * each branch writes its rows of the concatenated tensor in place.
+ * Backward functions accumulate (+=) into input and parameter gradients, so
+ * a tensor read by several branches sums their gradients. */
+#ifndef INCV3_LAYERS_H
+#define INCV3_LAYERS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "util.h"
+
+typedef struct {
+    int cin, cout, kh, kw, sh, sw, ph, pw;
+} ConvShape;
+
+static inline int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) / s + 1; }
+
+/* Floats of scratch a convolution needs for N images (0 for 1x1 stride 1). */
+size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W);
+
+/* out [cout, N, Ho, Wo] = in [cin, N, H, W] (*) weight [cout, cin, kh, kw] */
+void conv_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
+                  int N, int H, int W, float *scratch);
+/* din [cin, N, H, W] += ..., dweight [cout, cin, kh, kw] += ...; din may be NULL.
+ * scratch: twice conv_scratch_floats. */
+void conv_backward(float *din, float *dweight, const float *dout, const float *in,
+                   const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch);
+
+/* Batch norm followed by ReLU over rows of M = N*H*W values per channel, in
+ * `groups` groups of M/groups consecutive values with their own statistics
+ * (groups > 1 is "ghost" BN: local statistics of each worker's images).
+ * Training: y [C, M] holds the conv output and is overwritten with xhat;
+ * out [C, M] = relu(gamma * xhat + beta); mean/istd [C * groups] are saved;
+ * running statistics move by momentum toward the group averages (unbiased var). */
+void bn_relu_forward_train(float *y, float *out, const float *gamma, const float *beta,
+                           float *mean, float *istd, float *run_mean, float *run_var,
+                           int C, int64_t M, int groups, float momentum, float eps);
+/* Inference: normalise with the running statistics. */
+void bn_relu_forward_eval(const float *y, float *out, const float *gamma, const float *beta,
+                          const float *run_mean, const float *run_var, int C, int64_t M, float eps);
+/* dout [C, M]: gradient of out. On return xhat holds dy, the gradient of the
+ * conv output; dgamma, dbeta [C] += ... */
+void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dout,
+                      const float *out, const float *gamma, const float *istd,
+                      int C, int64_t M, int groups);
+
+/* Pooling over `planes` = C*N planes of H x W; avg counts padding in the divisor. */
+void maxpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p);
+void maxpool_backward(float *din, const float *dout, const float *in, int planes, int H, int W,
+                      int k, int s, int p);
+void avgpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p);
+void avgpool_backward(float *din, const float *dout, int planes, int H, int W, int k, int s, int p);
+
+/* Global average pool: out [C, N] = mean over HW of in [C, N, HW]. */
+void gap_forward(float *out, const float *in, int C, int N, int HW);
+void gap_backward(float *din, const float *dout, int C, int N, int HW);
+
+/* Dropout with keep-scaling 1/(1-p); mask [n] records kept elements. */
+void dropout_forward(float *x, uint8_t *mask, int64_t n, float p, Rng *rng);
+void dropout_backward(float *dx, const uint8_t *mask, int64_t n, float p);
+
+/* logits [N, K] = in[C, N]^T weight[K, C]^T + bias[K] */
+void linear_forward(float *logits, const float *in, const float *weight, const float *bias,
+                    int C, int N, int K);
+/* din [C, N] += ..., dweight [K, C] += ..., dbias [K] += ... */
+void linear_backward(float *din, float *dweight, float *dbias, const float *dlogits,
+                     const float *in, const float *weight, int C, int N, int K);
+
+/* Mean softmax cross-entropy of logits [N, K] against labels; dlogits [N, K]
+ * (may be NULL) gets scale * d(loss)/d(logits). Returns the mean loss. */
+double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, int N, int K,
+                    float scale);
+
+/* PyTorch SGD: buf = momentum*buf + (g + wd*w); w -= lr*buf. */
+void sgd_update(float *w, const float *g, float *buf, size_t n, float lr, float momentum, float wd);
+#endif

@@ -1,0 +1,462 @@
+/* model.c - graph construction, forward, backward and SGD for InceptionV3. */
+#include "model.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BN_EPS 1e-5f
+#define BN_MOMENTUM 0.1f
+#define AUX_LOSS_WEIGHT 0.4f
+
+int scale_channels(int c, double width) {
+    int s = (int)floor(c * width + 0.5);
+    return s < 1 ? 1 : s;
+}
+
+/* ---------------- graph construction ---------------- */
+
+static int add_tensor(Model *m, int C, int H, int W, int root, int choff) {
+    m->tensors = xrealloc(m->tensors, (m->ntensors + 1) * sizeof *m->tensors);
+    Tensor *t = &m->tensors[m->ntensors];
+    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0 };
+    if (root < 0) { t->offset = m->act_per_image; m->act_per_image += (size_t)C * H * W; }
+    return m->ntensors++;
+}
+
+static int add_param(Model *m, const char *name, int kind, int rank, const int64_t *dims) {
+    m->pinfo = xrealloc(m->pinfo, (m->nparams + 1) * sizeof *m->pinfo);
+    Param *p = &m->pinfo[m->nparams];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->kind = kind; p->rank = rank; p->size = 1;
+    for (int i = 0; i < rank; i++) { p->dims[i] = dims[i]; p->size *= dims[i]; }
+    p->offset = m->nparam_floats;
+    m->nparam_floats += p->size;
+    return m->nparams++;
+}
+
+static Op *add_op(Model *m, OpKind kind, int in, int out) {
+    m->ops = xrealloc(m->ops, (m->nops + 1) * sizeof *m->ops);
+    Op *op = &m->ops[m->nops++];
+    memset(op, 0, sizeof *op);
+    op->kind = kind; op->in = in; op->out = out;
+    return op;
+}
+
+/* Where an op writes: a new tensor (dst < 0) or channels at choff of dst. */
+typedef struct { int root, choff; } Dest;
+static const Dest NEW = { -1, 0 };
+static Dest into(int root, int choff) { return (Dest){ root, choff }; }
+
+static int make_output(Model *m, Dest d, int C, int H, int W) {
+    if (d.root < 0) return add_tensor(m, C, H, W, -1, 0);
+    const Tensor *r = &m->tensors[d.root];
+    if (r->H != H || r->W != W || d.choff + C > r->C)
+        die("internal: branch of %dx%d@%d does not fit its concatenation", C, H, W);
+    return add_tensor(m, C, H, W, d.root, d.choff);
+}
+
+/* conv (no bias) -> BN -> ReLU, named like PyTorch's BasicConv2d */
+static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
+                int kh, int kw, int s, int ph, int pw) {
+    const Tensor *t = &m->tensors[in];
+    int cin = t->C, cout = scale_channels(cout_full, m->cfg.width);
+    int H = t->H, W = t->W;
+    int Ho = conv_out(H, kh, s, ph), Wo = conv_out(W, kw, s, pw);
+    int out = make_output(m, d, cout, Ho, Wo);
+    Op *op = add_op(m, OP_CONV, in, out);
+    op->cs = (ConvShape){ cin, cout, kh, kw, s, s, ph, pw };
+    char n[96];
+    snprintf(n, sizeof n, "%s.conv.weight", name);
+    op->weight = add_param(m, n, PARAM_WEIGHT, 4, (int64_t[]){ cout, cin, kh, kw });
+    snprintf(n, sizeof n, "%s.bn.weight", name);
+    op->gamma = add_param(m, n, PARAM_BN_WEIGHT, 1, (int64_t[]){ cout });
+    snprintf(n, sizeof n, "%s.bn.bias", name);
+    op->beta = add_param(m, n, PARAM_BN_BIAS, 1, (int64_t[]){ cout });
+    m->bns = xrealloc(m->bns, (m->nbns + 1) * sizeof *m->bns);
+    BatchNorm *bn = &m->bns[m->nbns];
+    snprintf(bn->prefix, sizeof bn->prefix, "%s.bn", name);
+    bn->channels = cout;
+    bn->offset = m->nbuffer_floats;
+    bn->batches_tracked = 0;
+    m->nbuffer_floats += 2 * (size_t)cout;
+    op->bn = m->nbns++;
+    op->xhat_offset = m->xhat_per_image;
+    m->xhat_per_image += (size_t)cout * Ho * Wo;
+    return out;
+}
+
+static int pool(Model *m, OpKind kind, int in, Dest d, int k, int s, int p) {
+    const Tensor *t = &m->tensors[in];
+    int out = make_output(m, d, t->C, conv_out(t->H, k, s, p), conv_out(t->W, k, s, p));
+    Op *op = add_op(m, kind, in, out);
+    op->cs = (ConvShape){ t->C, t->C, k, k, s, s, p, p };
+    return out;
+}
+
+/* The output of a block: its branches write their channels into it. */
+static int concat(Model *m, int channels, int H, int W) {
+    return add_tensor(m, channels, H, W, -1, 0);
+}
+
+static char *nm(char *buf, const char *block, const char *part) {
+    snprintf(buf, 96, "%s.%s", block, part);
+    return buf;
+}
+
+static int inception_a(Model *m, const char *b, int x, int pool_features) {
+    double w = m->cfg.width;
+    const Tensor *t = &m->tensors[x];
+    int c1 = scale_channels(64, w), c5 = scale_channels(64, w), c3 = scale_channels(96, w);
+    int cp = scale_channels(pool_features, w);
+    int out = concat(m, c1 + c5 + c3 + cp, t->H, t->W);
+    char n[96];
+    unit(m, nm(n, b, "branch1x1"), x, into(out, 0), 64, 1, 1, 1, 0, 0);
+    int y = unit(m, nm(n, b, "branch5x5.0"), x, NEW, 48, 1, 1, 1, 0, 0);
+    unit(m, nm(n, b, "branch5x5.1"), y, into(out, c1), 64, 5, 5, 1, 2, 2);
+    y = unit(m, nm(n, b, "branch3x3.0"), x, NEW, 64, 1, 1, 1, 0, 0);
+    y = unit(m, nm(n, b, "branch3x3.1"), y, NEW, 96, 3, 3, 1, 1, 1);
+    unit(m, nm(n, b, "branch3x3.2"), y, into(out, c1 + c5), 96, 3, 3, 1, 1, 1);
+    y = pool(m, OP_AVGPOOL, x, NEW, 3, 1, 1);
+    unit(m, nm(n, b, "branchpool.1"), y, into(out, c1 + c5 + c3), pool_features, 3, 3, 1, 1, 1);
+    return out;
+}
+
+static int inception_b(Model *m, const char *b, int x) {
+    double w = m->cfg.width;
+    const Tensor *t = &m->tensors[x];
+    int c3 = scale_channels(384, w), cs = scale_channels(96, w);
+    int Ho = conv_out(t->H, 3, 2, 0), Wo = conv_out(t->W, 3, 2, 0);
+    int out = concat(m, c3 + cs + t->C, Ho, Wo);
+    char n[96];
+    unit(m, nm(n, b, "branch3x3"), x, into(out, 0), 384, 3, 3, 2, 0, 0);
+    int y = unit(m, nm(n, b, "branch3x3stack.0"), x, NEW, 64, 1, 1, 1, 0, 0);
+    y = unit(m, nm(n, b, "branch3x3stack.1"), y, NEW, 96, 3, 3, 1, 1, 1);
+    unit(m, nm(n, b, "branch3x3stack.2"), y, into(out, c3), 96, 3, 3, 2, 0, 0);
+    pool(m, OP_MAXPOOL, x, into(out, c3 + cs), 3, 2, 0);
+    return out;
+}
+
+static int inception_c(Model *m, const char *b, int x, int c7) {
+    double w = m->cfg.width;
+    const Tensor *t = &m->tensors[x];
+    int c = scale_channels(192, w);
+    int out = concat(m, 4 * c, t->H, t->W);
+    char n[96];
+    unit(m, nm(n, b, "branch1x1"), x, into(out, 0), 192, 1, 1, 1, 0, 0);
+    int y = unit(m, nm(n, b, "branch7x7.0"), x, NEW, c7, 1, 1, 1, 0, 0);
+    y = unit(m, nm(n, b, "branch7x7.1"), y, NEW, c7, 7, 1, 1, 3, 0);
+    unit(m, nm(n, b, "branch7x7.2"), y, into(out, c), 192, 1, 7, 1, 0, 3);
+    y = unit(m, nm(n, b, "branch7x7stack.0"), x, NEW, c7, 1, 1, 1, 0, 0);
+    y = unit(m, nm(n, b, "branch7x7stack.1"), y, NEW, c7, 7, 1, 1, 3, 0);
+    y = unit(m, nm(n, b, "branch7x7stack.2"), y, NEW, c7, 1, 7, 1, 0, 3);
+    y = unit(m, nm(n, b, "branch7x7stack.3"), y, NEW, c7, 7, 1, 1, 3, 0);
+    unit(m, nm(n, b, "branch7x7stack.4"), y, into(out, 2 * c), 192, 1, 7, 1, 0, 3);
+    y = pool(m, OP_AVGPOOL, x, NEW, 3, 1, 1);
+    unit(m, nm(n, b, "branch_pool.1"), y, into(out, 3 * c), 192, 1, 1, 1, 0, 0);
+    return out;
+}
+
+static int inception_d(Model *m, const char *b, int x) {
+    double w = m->cfg.width;
+    const Tensor *t = &m->tensors[x];
+    int c3 = scale_channels(320, w), c7 = scale_channels(192, w);
+    int Ho = conv_out(t->H, 3, 2, 0), Wo = conv_out(t->W, 3, 2, 0);
+    int out = concat(m, c3 + c7 + t->C, Ho, Wo);
+    char n[96];
+    int y = unit(m, nm(n, b, "branch3x3.0"), x, NEW, 192, 1, 1, 1, 0, 0);
+    unit(m, nm(n, b, "branch3x3.1"), y, into(out, 0), 320, 3, 3, 2, 0, 0);
+    y = unit(m, nm(n, b, "branch7x7.0"), x, NEW, 192, 1, 1, 1, 0, 0);
+    y = unit(m, nm(n, b, "branch7x7.1"), y, NEW, 192, 1, 7, 1, 0, 3);
+    y = unit(m, nm(n, b, "branch7x7.2"), y, NEW, 192, 7, 1, 1, 3, 0);
+    unit(m, nm(n, b, "branch7x7.3"), y, into(out, c3), 192, 3, 3, 2, 0, 0);
+    pool(m, OP_AVGPOOL, x, into(out, c3 + c7), 3, 2, 0);
+    return out;
+}
+
+static int inception_e(Model *m, const char *b, int x) {
+    double w = m->cfg.width;
+    const Tensor *t = &m->tensors[x];
+    int c1 = scale_channels(320, w), c3 = scale_channels(384, w), cp = scale_channels(192, w);
+    int out = concat(m, c1 + 4 * c3 + cp, t->H, t->W);
+    char n[96];
+    unit(m, nm(n, b, "branch1x1"), x, into(out, 0), 320, 1, 1, 1, 0, 0);
+    int y = unit(m, nm(n, b, "branch3x3_1"), x, NEW, 384, 1, 1, 1, 0, 0);
+    unit(m, nm(n, b, "branch3x3_2a"), y, into(out, c1), 384, 1, 3, 1, 0, 1);
+    unit(m, nm(n, b, "branch3x3_2b"), y, into(out, c1 + c3), 384, 3, 1, 1, 1, 0);
+    y = unit(m, nm(n, b, "branch3x3stack_1"), x, NEW, 448, 1, 1, 1, 0, 0);
+    y = unit(m, nm(n, b, "branch3x3stack_2"), y, NEW, 384, 3, 3, 1, 1, 1);
+    unit(m, nm(n, b, "branch3x3stack_3a"), y, into(out, c1 + 2 * c3), 384, 1, 3, 1, 0, 1);
+    unit(m, nm(n, b, "branch3x3stack_3b"), y, into(out, c1 + 3 * c3), 384, 3, 1, 1, 1, 0);
+    y = pool(m, OP_AVGPOOL, x, NEW, 3, 1, 1);
+    unit(m, nm(n, b, "branch_pool.1"), y, into(out, c1 + 4 * c3), 192, 1, 1, 1, 0, 0);
+    return out;
+}
+
+Model *model_create(const ModelConfig *cfg) {
+    if (cfg->classes < 1 || !(cfg->width > 0) || cfg->width > 4)
+        die("invalid model: %d classes, width %g", cfg->classes, cfg->width);
+    Model *m = xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->input = add_tensor(m, 3, 32, 32, -1, 0);
+    int x = unit(m, "Conv2d_1a_3x3", m->input, NEW, 32, 3, 3, 1, 1, 1);
+    x = unit(m, "Conv2d_2a_3x3", x, NEW, 32, 3, 3, 1, 1, 1);
+    x = unit(m, "Conv2d_2b_3x3", x, NEW, 64, 3, 3, 1, 1, 1);
+    x = unit(m, "Conv2d_3b_1x1", x, NEW, 80, 1, 1, 1, 0, 0);
+    x = unit(m, "Conv2d_4a_3x3", x, NEW, 192, 3, 3, 1, 0, 0);
+    x = inception_a(m, "Mixed_5b", x, 32);
+    x = inception_a(m, "Mixed_5c", x, 64);
+    x = inception_a(m, "Mixed_5d", x, 64);
+    x = inception_b(m, "Mixed_6a", x);
+    x = inception_c(m, "Mixed_6b", x, 128);
+    x = inception_c(m, "Mixed_6c", x, 160);
+    x = inception_c(m, "Mixed_6d", x, 160);
+    x = inception_c(m, "Mixed_6e", x, 192);
+    int aux_from = x;
+    x = inception_d(m, "Mixed_7a", x);
+    x = inception_e(m, "Mixed_7b", x);
+    x = inception_e(m, "Mixed_7c", x);
+    m->features = x;
+    int K = cfg->classes, C = m->tensors[x].C;
+    m->linear_w = add_param(m, "linear.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, C });
+    m->linear_b = add_param(m, "linear.bias", PARAM_BIAS, 1, (int64_t[]){ K });
+    m->aux_input = m->aux_w = m->aux_b = -1;
+    if (cfg->aux) {
+        int y = pool(m, OP_AVGPOOL, aux_from, NEW, 5, 3, 0);
+        y = unit(m, "AuxLogits.conv0", y, NEW, 128, 1, 1, 1, 0, 0);
+        const Tensor *t = &m->tensors[y];
+        y = unit(m, "AuxLogits.conv1", y, NEW, 768, t->H, t->W, 1, 0, 0);
+        m->aux_input = y;
+        int ca = m->tensors[y].C;
+        m->aux_w = add_param(m, "AuxLogits.fc.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, ca });
+        m->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
+    }
+    m->params = xcalloc(m->nparam_floats, sizeof *m->params);
+    m->grads = xcalloc(m->nparam_floats, sizeof *m->grads);
+    m->momentum = xcalloc(m->nparam_floats, sizeof *m->momentum);
+    m->buffers = xcalloc(m->nbuffer_floats, sizeof *m->buffers);
+    return m;
+}
+
+void model_free(Model *m) {
+    if (!m) return;
+    free(m->pinfo); free(m->bns); free(m->tensors); free(m->ops);
+    free(m->params); free(m->grads); free(m->momentum); free(m->buffers);
+    free(m->acts); free(m->dacts); free(m->xhat); free(m->scratch); free(m->bn_mean);
+    free(m->bn_istd); free(m->feat); free(m->dfeat); free(m->logits); free(m->dlogits);
+    free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
+    free(m->drop_mask); free(m);
+}
+
+int model_find_param(const Model *m, const char *name) {
+    for (int i = 0; i < m->nparams; i++)
+        if (!strcmp(m->pinfo[i].name, name)) return i;
+    return -1;
+}
+
+void model_init(Model *m, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 0x1417);
+    int64_t fan_in = 1;
+    for (int i = 0; i < m->nparams; i++) {
+        const Param *p = &m->pinfo[i];
+        float *w = m->params + p->offset;
+        if (p->kind == PARAM_WEIGHT) {          /* the bias after it shares its fan-in */
+            fan_in = 1;
+            for (int d = 1; d < p->rank; d++) fan_in *= p->dims[d];
+        }
+        float bound = 1.0f / sqrtf((float)fan_in);
+        for (size_t j = 0; j < p->size; j++)
+            w[j] = p->kind == PARAM_BN_WEIGHT ? 1.0f : p->kind == PARAM_BN_BIAS ? 0.0f
+                 : (2.0f * rng_uniform(&rng) - 1.0f) * bound;
+    }
+    for (int i = 0; i < m->nbns; i++) {
+        BatchNorm *bn = &m->bns[i];
+        for (int c = 0; c < bn->channels; c++) {
+            m->buffers[bn->offset + c] = 0.0f;
+            m->buffers[bn->offset + bn->channels + c] = 1.0f;
+        }
+        bn->batches_tracked = 0;
+    }
+    memset(m->momentum, 0, m->nparam_floats * sizeof *m->momentum);
+}
+
+/* ---------------- per-batch storage ---------------- */
+
+static size_t scratch_need(const Model *m, int N) {
+    size_t need = 0;
+    for (int i = 0; i < m->nops; i++) {
+        const Op *op = &m->ops[i];
+        if (op->kind != OP_CONV) continue;
+        const Tensor *t = &m->tensors[op->in];
+        size_t s = 2 * conv_scratch_floats(&op->cs, N, t->H, t->W);
+        if (s > need) need = s;
+    }
+    return need;
+}
+
+static size_t bn_channels(const Model *m) {
+    size_t c = 0;
+    for (int i = 0; i < m->nbns; i++) c += m->bns[i].channels;
+    return c;
+}
+
+size_t model_batch_bytes(const Model *m, int N) {
+    size_t C = m->tensors[m->features].C, K = m->cfg.classes;
+    size_t floats = (2 * m->act_per_image + m->xhat_per_image) * N + scratch_need(m, N) +
+                    2 * bn_channels(m) * N + 4 * C * N + 4 * K * N;
+    return floats * sizeof(float) + C * N;
+}
+
+static void ensure_capacity(Model *m, int N) {
+    if (N <= m->capacity) return;
+    size_t C = m->tensors[m->features].C, K = m->cfg.classes, bnc = bn_channels(m);
+    free(m->acts); free(m->dacts); free(m->xhat); free(m->scratch);
+    free(m->bn_mean); free(m->bn_istd); free(m->feat); free(m->dfeat);
+    free(m->logits); free(m->dlogits); free(m->drop_mask);
+    free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
+    m->acts = xmalloc(m->act_per_image * N * sizeof(float));
+    m->dacts = xmalloc(m->act_per_image * N * sizeof(float));
+    m->xhat = xmalloc(m->xhat_per_image * N * sizeof(float));
+    m->scratch_floats = scratch_need(m, N);
+    m->scratch = xmalloc(m->scratch_floats * sizeof(float));
+    m->bn_mean = xmalloc(bnc * N * sizeof(float));
+    m->bn_istd = xmalloc(bnc * N * sizeof(float));
+    m->feat = xmalloc(C * N * sizeof(float));
+    m->dfeat = xmalloc(C * N * sizeof(float));
+    m->logits = xmalloc(K * N * sizeof(float));
+    m->dlogits = xmalloc(K * N * sizeof(float));
+    m->drop_mask = xmalloc(C * N);
+    size_t ca = m->aux_input >= 0 ? (size_t)m->tensors[m->aux_input].C : 1;
+    m->aux_feat = xmalloc(ca * N * sizeof(float));
+    m->daux_feat = xmalloc(ca * N * sizeof(float));
+    m->aux_logits = xmalloc(K * N * sizeof(float));
+    m->daux_logits = xmalloc(K * N * sizeof(float));
+    m->capacity = N;
+}
+
+/* Address of tensor t of a batch of N images in arena (acts or dacts). */
+static float *tensor_at(const Model *m, float *arena, int t, int N) {
+    const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
+    return arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
+}
+
+/* x [N,3,32,32] (NCHW) into the input tensor [3, N, 32, 32] */
+static void load_input(Model *m, const float *x, int N) {
+    float *in = tensor_at(m, m->acts, m->input, N);
+    const int HW = 32 * 32;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < 3; c++)
+            memcpy(in + ((size_t)c * N + n) * HW, x + ((size_t)n * 3 + c) * HW, HW * sizeof *x);
+}
+
+static float *P(const Model *m, int param) { return m->params + m->pinfo[param].offset; }
+static float *G(const Model *m, int param) { return m->grads + m->pinfo[param].offset; }
+
+/* Forward through every op; train selects batch statistics (in groups). */
+static void forward_ops(Model *m, int N, int train, int groups) {
+    for (int i = 0; i < m->nops; i++) {
+        const Op *op = &m->ops[i];
+        const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
+        float *in = tensor_at(m, m->acts, op->in, N), *out = tensor_at(m, m->acts, op->out, N);
+        if (op->kind == OP_CONV) {
+            BatchNorm *bn = &m->bns[op->bn];
+            float *y = m->xhat + op->xhat_offset * N;
+            float *rm = m->buffers + bn->offset, *rv = rm + bn->channels;
+            int64_t M = (int64_t)N * to->H * to->W;
+            conv_forward(y, in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
+            if (train) {
+                size_t bn_base = (bn->offset / 2) * groups;
+                bn_relu_forward_train(y, out, P(m, op->gamma), P(m, op->beta), m->bn_mean + bn_base,
+                                      m->bn_istd + bn_base, rm, rv, bn->channels, M, groups,
+                                      BN_MOMENTUM, BN_EPS);
+                bn->batches_tracked++;
+            } else {
+                bn_relu_forward_eval(y, out, P(m, op->gamma), P(m, op->beta), rm, rv,
+                                     bn->channels, M, BN_EPS);
+            }
+        } else if (op->kind == OP_MAXPOOL) {
+            maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+        } else {
+            avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+        }
+    }
+}
+
+static void backward_ops(Model *m, int N, int groups) {
+    for (int i = m->nops - 1; i >= 0; i--) {
+        const Op *op = &m->ops[i];
+        const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
+        float *in = tensor_at(m, m->acts, op->in, N), *out = tensor_at(m, m->acts, op->out, N);
+        float *din = op->in == m->input ? NULL : tensor_at(m, m->dacts, op->in, N);
+        float *dout = tensor_at(m, m->dacts, op->out, N);
+        if (op->kind == OP_CONV) {
+            const BatchNorm *bn = &m->bns[op->bn];
+            float *xhat = m->xhat + op->xhat_offset * N;
+            bn_relu_backward(xhat, G(m, op->gamma), G(m, op->beta), dout, out, P(m, op->gamma),
+                             m->bn_istd + (bn->offset / 2) * groups, bn->channels,
+                             (int64_t)N * to->H * to->W, groups);
+            conv_backward(din, G(m, op->weight), xhat, in, P(m, op->weight), &op->cs, N, ti->H,
+                          ti->W, m->scratch);
+        } else if (!din) {
+            continue;
+        } else if (op->kind == OP_MAXPOOL) {
+            maxpool_backward(din, dout, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+        } else {
+            avgpool_backward(din, dout, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+        }
+    }
+}
+
+double model_train_step(Model *m, const float *x, const int64_t *y, int N, int groups, Rng *rng,
+                        float *logits_out) {
+    if (groups < 1 || N % groups) die("batch of %d images does not split into %d BN groups", N, groups);
+    if (N / groups < 2) die("batch norm in training needs at least 2 images per group (got %d)", N / groups);
+    ensure_capacity(m, N);
+    load_input(m, x, N);
+    forward_ops(m, N, 1, groups);
+
+    const Tensor *tf = &m->tensors[m->features];
+    int C = tf->C, K = m->cfg.classes, HW = tf->H * tf->W;
+    gap_forward(m->feat, tensor_at(m, m->acts, m->features, N), C, N, HW);
+    if (m->cfg.dropout > 0) dropout_forward(m->feat, m->drop_mask, (int64_t)C * N, m->cfg.dropout, rng);
+    linear_forward(m->logits, m->feat, P(m, m->linear_w), P(m, m->linear_b), C, N, K);
+    double loss = softmax_xent(m->dlogits, m->logits, y, N, K, 1.0f);
+    if (logits_out) memcpy(logits_out, m->logits, (size_t)N * K * sizeof *logits_out);
+
+    memset(m->grads, 0, m->nparam_floats * sizeof *m->grads);
+    memset(m->dacts, 0, m->act_per_image * N * sizeof *m->dacts);
+    memset(m->dfeat, 0, (size_t)C * N * sizeof *m->dfeat);
+    linear_backward(m->dfeat, G(m, m->linear_w), G(m, m->linear_b), m->dlogits, m->feat,
+                    P(m, m->linear_w), C, N, K);
+    if (m->cfg.dropout > 0) dropout_backward(m->dfeat, m->drop_mask, (int64_t)C * N, m->cfg.dropout);
+    gap_backward(tensor_at(m, m->dacts, m->features, N), m->dfeat, C, N, HW);
+
+    if (m->aux_input >= 0) {
+        const Tensor *ta = &m->tensors[m->aux_input];
+        int Ca = ta->C, HWa = ta->H * ta->W;
+        gap_forward(m->aux_feat, tensor_at(m, m->acts, m->aux_input, N), Ca, N, HWa);
+        linear_forward(m->aux_logits, m->aux_feat, P(m, m->aux_w), P(m, m->aux_b), Ca, N, K);
+        loss += AUX_LOSS_WEIGHT * softmax_xent(m->daux_logits, m->aux_logits, y, N, K, AUX_LOSS_WEIGHT);
+        memset(m->daux_feat, 0, (size_t)Ca * N * sizeof *m->daux_feat);
+        linear_backward(m->daux_feat, G(m, m->aux_w), G(m, m->aux_b), m->daux_logits, m->aux_feat,
+                        P(m, m->aux_w), Ca, N, K);
+        gap_backward(tensor_at(m, m->dacts, m->aux_input, N), m->daux_feat, Ca, N, HWa);
+    }
+    backward_ops(m, N, groups);
+    return loss;
+}
+
+void model_eval(Model *m, const float *x, int N, float *logits) {
+    ensure_capacity(m, N);
+    load_input(m, x, N);
+    forward_ops(m, N, 0, 1);
+    const Tensor *tf = &m->tensors[m->features];
+    int C = tf->C;
+    gap_forward(m->feat, tensor_at(m, m->acts, m->features, N), C, N, tf->H * tf->W);
+    linear_forward(logits, m->feat, P(m, m->linear_w), P(m, m->linear_b), C, N, m->cfg.classes);
+}
+
+void model_sgd(Model *m, float lr, float momentum, float weight_decay) {
+    sgd_update(m->params, m->grads, m->momentum, m->nparam_floats, lr, momentum, weight_decay);
+}

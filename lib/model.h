@@ -1,0 +1,89 @@
+/* model.h - the CIFAR InceptionV3 of DESIGN §4 as a list of ops over CNHW tensors.
+ *
+ * Parameters, their gradients and momentum live in one allocation each, laid
+ * out in the order of params[]; names are those of the PyTorch state_dict. */
+#ifndef INCV3_MODEL_H
+#define INCV3_MODEL_H
+#include "layers.h"
+#include "stream.h"
+#include <stdint.h>
+
+typedef struct {
+    int classes;        /* K */
+    double width;       /* channel multiplier w: c -> max(1, floor(c*w + 0.5)) */
+    int aux;            /* auxiliary classifier on Mixed_6e */
+    float dropout;      /* head dropout probability (0.5) */
+} ModelConfig;
+
+enum { PARAM_WEIGHT, PARAM_BIAS, PARAM_BN_WEIGHT, PARAM_BN_BIAS };
+
+typedef struct {
+    char name[96];
+    int kind, rank;
+    int64_t dims[4];
+    size_t offset, size;      /* in floats, within params/grads/momentum */
+} Param;
+
+typedef struct {
+    char prefix[96];          /* "<unit>.bn" */
+    int channels;
+    size_t offset;            /* running_mean at offset, running_var at offset + channels */
+    int64_t batches_tracked;
+} BatchNorm;
+
+typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL } OpKind;
+
+typedef struct {
+    int C, H, W;
+    int root, choff;          /* storage: channels [choff, choff+C) of tensor root */
+    size_t offset;            /* roots: floats per image into the activation arena */
+} Tensor;
+
+typedef struct {
+    OpKind kind;
+    int in, out;
+    ConvShape cs;             /* pools: kernel kh, stride sh, padding ph */
+    int weight, gamma, beta, bn;
+    size_t xhat_offset;       /* floats per image into the xhat arena */
+} Op;
+
+typedef struct {
+    ModelConfig cfg;
+    Param *pinfo; int nparams;
+    BatchNorm *bns; int nbns;
+    Tensor *tensors; int ntensors;
+    Op *ops; int nops;
+    int input, features, aux_input;          /* tensor ids */
+    int linear_w, linear_b, aux_w, aux_b;    /* param ids of the classifiers */
+    size_t nparam_floats, nbuffer_floats, act_per_image, xhat_per_image;
+    float *params, *grads, *momentum, *buffers;   /* buffers: BN running statistics */
+    /* per-batch storage, grown to the largest batch seen */
+    int capacity;
+    float *acts, *dacts, *xhat, *scratch, *bn_mean, *bn_istd;
+    float *feat, *dfeat, *logits, *dlogits, *aux_feat, *daux_feat, *aux_logits, *daux_logits;
+    uint8_t *drop_mask;
+    size_t scratch_floats, bn_stat_floats;
+} Model;
+
+int scale_channels(int c, double width);
+/* Builds the graph and allocates (zeroed) parameters; call model_init to fill them. */
+Model *model_create(const ModelConfig *cfg);
+void model_free(Model *m);
+/* PyTorch's default initialisation (U(+-1/sqrt(fan_in)), BN gamma 1 beta 0) from seed. */
+void model_init(Model *m, uint64_t seed);
+int model_find_param(const Model *m, const char *name);
+
+/* One training step's forward and backward on images x [N,3,32,32] (NCHW f32)
+ * with labels y: fills grads (zeroed first) and returns the mean loss
+ * (plus 0.4 * the auxiliary loss when aux is on). BN uses statistics of
+ * groups of N/ghost_groups consecutive images; dropout draws from rng.
+ * logits_out [N, K] (may be NULL) receives the main logits. */
+double model_train_step(Model *m, const float *x, const int64_t *y, int N, int ghost_groups,
+                        Rng *rng, float *logits_out);
+/* Inference: logits [N, K], BN from running statistics, no dropout. */
+void model_eval(Model *m, const float *x, int N, float *logits);
+/* SGD over every parameter. */
+void model_sgd(Model *m, float lr, float momentum, float weight_decay);
+/* Bytes of per-batch storage at batch N (activations, gradients, scratch). */
+size_t model_batch_bytes(const Model *m, int N);
+#endif

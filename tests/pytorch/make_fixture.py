@@ -1,0 +1,65 @@
+"""Writes tests/fixtures/conformance.tz: a small-width InceptionV3 (with the
+auxiliary classifier, dropout off) in PyTorch, its initial state, one batch,
+the logits, the loss, every parameter gradient, the state after one SGD step,
+and the losses of five steps. Run with Debian's python3-torch:
+    /usr/bin/python3 tests/pytorch/make_fixture.py tests/fixtures/conformance.tz
+"""
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inceptionv3 import InceptionV3, stream_end, stream_record
+
+WIDTH, CLASSES, BATCH, STEPS = 0.125, 10, 6, 5
+LR, MOMENTUM, WD, AUX_WEIGHT = 0.01, 0.9, 5e-4, 0.4
+
+
+def f32(t):
+    t = t.detach()
+    return t.float().numpy() if t.is_floating_point() else t.numpy()
+
+
+def main(out):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = InceptionV3(CLASSES, WIDTH, aux=True)
+    model.dropout.p = 0.0
+    model.train()
+    x = torch.randn(BATCH, 3, 32, 32)
+    y = torch.randint(0, CLASSES, (BATCH,))
+    # float64: PyTorch's own float32 gradients of this small, narrow model
+    # differ from the exact ones by percents; the fixture holds exact values
+    model.double()
+    x64 = x.double()
+    recs = [stream_record("config", np.array([CLASSES, BATCH, STEPS], dtype=np.int64)),
+            stream_record("sgd", np.array([LR, MOMENTUM, WD], dtype=np.float32)),
+            stream_record("width", np.array([WIDTH], dtype=np.float32)),
+            stream_record("x", x.numpy()), stream_record("y", y.numpy())]
+    recs += [stream_record("init." + k, f32(v)) for k, v in model.state_dict().items()]
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    losses = []
+    for step in range(STEPS):
+        opt.zero_grad()
+        logits, aux = model(x64)
+        loss = F.cross_entropy(logits, y) + AUX_WEIGHT * F.cross_entropy(aux, y)
+        loss.backward()
+        losses.append(loss.item())
+        if step == 0:
+            recs += [stream_record("logits", f32(logits)),
+                     stream_record("aux_logits", f32(aux)),
+                     stream_record("loss", np.array([loss.item()], dtype=np.float32))]
+            recs += [stream_record("grad." + k, f32(p.grad))
+                     for k, p in model.named_parameters()]
+        opt.step()
+        if step == 0:
+            recs += [stream_record("step1." + k, f32(v)) for k, v in model.state_dict().items()]
+    recs.append(stream_record("losses", np.array(losses, dtype=np.float32)))
+    data = b"".join(recs) + stream_end()
+    subprocess.run(["zstd", "-q", "-19", "-f", "-o", out], input=data, check=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,140 @@
+/* The whole network against PyTorch (tests/pytorch/make_fixture.py): logits,
+ * loss, every parameter gradient, the state after one SGD step and the loss
+ * over five steps. */
+#include "check.h"
+#include "model.h"
+#include "stream.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* Forward values are well conditioned. Gradients of a deep BN network at
+ * initialisation are not: rounding grows through 94 batch norms, and PyTorch's
+ * own float32 gradients differ from the float64 ones in this fixture by a
+ * median 1.2% and up to 7% (relative L2 per tensor). So: the classifier
+ * gradients tightly, every tensor loosely (a wrong gradient is off by ~100%),
+ * and the median tightly. The layers themselves are checked exactly by
+ * finite differences in test_gradcheck. Training from there is as sensitive:
+ * over five steps PyTorch's float32 losses leave its float64 ones by up to
+ * 7.7%, so the trajectory is checked at 10%. */
+#define TOL_FORWARD 1e-4        /* logits, loss, running statistics */
+#define TOL_GRAD_HEAD 1e-4      /* linear and AuxLogits.fc */
+#define TOL_GRAD_ANY 0.25
+#define TOL_GRAD_MEDIAN 0.02
+#define TOL_STEP_WEIGHTS 0.05   /* conv and linear weights after one step */
+#define TOL_LOSSES 0.1
+
+static Record recs[4096];
+static int nrecs;
+
+static const Record *fx(const char *name) {
+    for (int i = 0; i < nrecs; i++) if (!strcmp(recs[i].name, name)) return &recs[i];
+    fprintf(stderr, "fixture lacks %s\n", name);
+    exit(1);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void load_state(Model *m, const char *prefix) {
+    char n[160];
+    for (int i = 0; i < m->nparams; i++) {
+        snprintf(n, sizeof n, "%s.%s", prefix, m->pinfo[i].name);
+        const Record *r = fx(n);
+        if ((size_t)r->nelem != m->pinfo[i].size) { fprintf(stderr, "size of %s\n", n); exit(1); }
+        memcpy(m->params + m->pinfo[i].offset, r->data, r->nbytes);
+    }
+    for (int i = 0; i < m->nbns; i++) {
+        BatchNorm *bn = &m->bns[i];
+        snprintf(n, sizeof n, "%s.%s.running_mean", prefix, bn->prefix);
+        memcpy(m->buffers + bn->offset, fx(n)->data, bn->channels * sizeof(float));
+        snprintf(n, sizeof n, "%s.%s.running_var", prefix, bn->prefix);
+        memcpy(m->buffers + bn->offset + bn->channels, fx(n)->data, bn->channels * sizeof(float));
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *path = argc > 1 ? argv[1] : "tests/fixtures/conformance.tz";
+    StreamReader *in = sr_open_path(path);
+    while (nrecs < 4096 && sr_next(in, &recs[nrecs])) nrecs++;
+    sr_close(in);
+    const int64_t *config = fx("config")->data;
+    int K = (int)config[0], N = (int)config[1], steps = (int)config[2];
+    ModelConfig cfg = { K, *(const float *)fx("width")->data, 1, 0.0f };
+    Model *m = model_create(&cfg);
+    load_state(m, "init");
+    const float *x = fx("x")->data;
+    const int64_t *y = fx("y")->data;
+    Rng rng;
+    rng_seed(&rng, 1, 0);
+    float *logits = malloc(sizeof(float) * N * K);
+    double loss = model_train_step(m, x, y, N, 1, &rng, logits);
+
+    double d = rel_diff(logits, fx("logits")->data, N * K);
+    CHECK(d < TOL_FORWARD, "logits differ by %.3g", d);
+    d = rel_diff(m->aux_logits, fx("aux_logits")->data, N * K);
+    CHECK(d < TOL_FORWARD, "aux logits differ by %.3g", d);
+    float ref_loss = *(const float *)fx("loss")->data;
+    CHECK(fabs(loss - ref_loss) < TOL_FORWARD * fabs(ref_loss), "loss %.7f vs %.7f", loss, ref_loss);
+
+    double worst = 0, *errs = malloc(m->nparams * sizeof *errs);
+    const char *worst_name = "";
+    for (int i = 0; i < m->nparams; i++) {
+        char n[160];
+        const char *pn = m->pinfo[i].name;
+        snprintf(n, sizeof n, "grad.%s", pn);
+        d = errs[i] = rel_l2(m->grads + m->pinfo[i].offset, fx(n)->data, (long)m->pinfo[i].size);
+        int head = !strncmp(pn, "linear.", 7) || !strncmp(pn, "AuxLogits.fc.", 13);
+        CHECK(d < (head ? TOL_GRAD_HEAD : TOL_GRAD_ANY), "%s differs by %.3g", n, d);
+        if (getenv("VERBOSE")) printf("%-50s %.3g\n", n, d);
+        if (!(d <= worst)) { worst = d; worst_name = pn; }
+    }
+    qsort(errs, m->nparams, sizeof *errs, cmp_double);
+    double median = errs[m->nparams / 2];
+    CHECK(median < TOL_GRAD_MEDIAN, "median gradient difference %.3g", median);
+    printf("gradients: %d tensors, relative L2 difference median %.3g, worst %.3g (%s)\n",
+           m->nparams, median, worst, worst_name);
+    free(errs);
+
+    const float *sgd = fx("sgd")->data;
+    model_sgd(m, sgd[0], sgd[1], sgd[2]);
+    worst = 0;
+    for (int i = 0; i < m->nparams; i++) {
+        if (m->pinfo[i].kind != PARAM_WEIGHT) continue;   /* BN affine: their gradients, above */
+        char n[160];
+        snprintf(n, sizeof n, "step1.%s", m->pinfo[i].name);
+        d = rel_l2(m->params + m->pinfo[i].offset, fx(n)->data, (long)m->pinfo[i].size);
+        CHECK(d < TOL_STEP_WEIGHTS, "%s after one step differs by %.3g", n, d);
+        if (d > worst) worst = d;
+    }
+    for (int i = 0; i < m->nbns; i++) {
+        const BatchNorm *bn = &m->bns[i];
+        char n[160];
+        snprintf(n, sizeof n, "step1.%s.running_mean", bn->prefix);
+        d = rel_diff(m->buffers + bn->offset, fx(n)->data, bn->channels);
+        CHECK(d < TOL_FORWARD, "%s differs by %.3g", n, d);
+        snprintf(n, sizeof n, "step1.%s.running_var", bn->prefix);
+        d = rel_diff(m->buffers + bn->offset + bn->channels, fx(n)->data, bn->channels);
+        CHECK(d < TOL_FORWARD, "%s differs by %.3g", n, d);
+        snprintf(n, sizeof n, "step1.%s.num_batches_tracked", bn->prefix);
+        CHECK(bn->batches_tracked == *(const int64_t *)fx(n)->data, "%s is %lld", n,
+              (long long)bn->batches_tracked);
+    }
+    printf("after one SGD step: weights' worst relative L2 difference %.3g\n", worst);
+
+    const float *ref_losses = fx("losses")->data;
+    float losses[16] = { (float)loss };
+    for (int s = 1; s < steps; s++) {
+        losses[s] = (float)model_train_step(m, x, y, N, 1, &rng, NULL);
+        model_sgd(m, sgd[0], sgd[1], sgd[2]);
+    }
+    for (int s = 0; s < steps; s++) {
+        printf("step %d loss %.6f (PyTorch %.6f)\n", s + 1, losses[s], ref_losses[s]);
+        CHECK(fabsf(losses[s] - ref_losses[s]) < TOL_LOSSES * fabsf(ref_losses[s]),
+              "loss at step %d: %.6f vs %.6f", s + 1, losses[s], ref_losses[s]);
+    }
+    free(logits);
+    model_free(m);
+    return check_summary("conformance");
+}

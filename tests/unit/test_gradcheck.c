@@ -1,0 +1,223 @@
+/* Finite-difference gradient checks of every layer kind: each backward is
+ * compared with central differences of L = sum(r * forward(...)) for a fixed
+ * random r, in float with steps of 1e-2 (1e-3 through ReLU kinks) on O(1) inputs. */
+#include "check.h"
+#include "layers.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define EPS 1e-2f
+/* batch norm + ReLU: a smaller step, so few values cross the ReLU kink */
+#define EPS_BN 1e-3f
+static float eps = EPS;
+#define TOL 2e-2        /* relative to the largest analytic gradient */
+#define PROBES 24       /* elements perturbed per input */
+
+static Rng rng;
+static float *randn(size_t n) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+    return p;
+}
+static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
+
+/* A layer under test: forward computes out from the current inputs. */
+typedef struct Case Case;
+struct Case {
+    void (*forward)(Case *c);
+    float *out, *r;           /* output and its random weights in L */
+    size_t nout;
+    void *ctx;
+};
+
+static double loss_of(Case *c) {
+    c->forward(c);
+    double s = 0;
+    for (size_t i = 0; i < c->nout; i++) s += (double)c->r[i] * c->out[i];
+    return s;
+}
+
+/* Compares analytic grad of `x` (n elements) with central differences. */
+static void fd_check(Case *c, float *x, const float *grad, size_t n, const char *what) {
+    double gmax = 1e-6, worst = 0;
+    for (size_t i = 0; i < n; i++) if (fabs(grad[i]) > gmax) gmax = fabs(grad[i]);
+    for (int k = 0; k < PROBES; k++) {
+        size_t i = rng_below(&rng, n);
+        float keep = x[i];
+        x[i] = keep + eps; double lp = loss_of(c);
+        x[i] = keep - eps; double lm = loss_of(c);
+        x[i] = keep;
+        double fd = (lp - lm) / (2 * eps), d = fabs(fd - grad[i]) / gmax;
+        if (d > worst) worst = d;
+    }
+    loss_of(c);
+    CHECK(worst < TOL, "%s: finite differences differ by %.3g of the largest gradient", what, worst);
+    printf("%-40s worst %.2e\n", what, worst);
+}
+
+/* ---- convolution ---- */
+typedef struct { ConvShape cs; int N, H, W; float *in, *w, *scratch; } ConvCtx;
+static void conv_fwd(Case *c) {
+    ConvCtx *k = c->ctx;
+    conv_forward(c->out, k->in, k->w, &k->cs, k->N, k->H, k->W, k->scratch);
+}
+
+static void check_conv(const char *name, ConvShape cs, int N, int H, int W) {
+    ConvCtx k = { cs, N, H, W, NULL, NULL, NULL };
+    int Ho = conv_out(H, cs.kh, cs.sh, cs.ph), Wo = conv_out(W, cs.kw, cs.sw, cs.pw);
+    size_t nin = (size_t)cs.cin * N * H * W, nw = (size_t)cs.cout * cs.cin * cs.kh * cs.kw;
+    size_t nout = (size_t)cs.cout * N * Ho * Wo;
+    k.in = randn(nin); k.w = randn(nw);
+    k.scratch = zeros(2 * conv_scratch_floats(&cs, N, H, W) + 1);
+    Case c = { conv_fwd, zeros(nout), randn(nout), nout, &k };
+    float *din = zeros(nin), *dw = zeros(nw);
+    loss_of(&c);
+    conv_backward(din, dw, c.r, k.in, k.w, &cs, N, H, W, k.scratch);
+    char what[96];
+    snprintf(what, sizeof what, "conv %s d(input)", name);
+    fd_check(&c, k.in, din, nin, what);
+    snprintf(what, sizeof what, "conv %s d(weight)", name);
+    fd_check(&c, k.w, dw, nw, what);
+    free(k.in); free(k.w); free(k.scratch); free(c.out); free(c.r); free(din); free(dw);
+}
+
+/* ---- batch norm + ReLU (training) ---- */
+typedef struct { int C, groups; int64_t M; float *y, *work, *gamma, *beta, *mean, *istd, *rm, *rv; } BnCtx;
+static void bn_fwd(Case *c) {
+    BnCtx *k = c->ctx;
+    memcpy(k->work, k->y, k->C * k->M * sizeof(float));
+    bn_relu_forward_train(k->work, c->out, k->gamma, k->beta, k->mean, k->istd, k->rm, k->rv,
+                          k->C, k->M, k->groups, 0.1f, 1e-5f);
+}
+
+static void check_bn(int groups) {
+    BnCtx k = { 3, groups, 40, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
+    size_t n = k.C * k.M;
+    k.y = randn(n); k.work = zeros(n); k.gamma = randn(k.C); k.beta = randn(k.C);
+    for (int c = 0; c < k.C; c++) k.gamma[c] += 1.5f;       /* keep away from 0 */
+    k.mean = zeros(k.C * groups); k.istd = zeros(k.C * groups); k.rm = zeros(k.C); k.rv = zeros(k.C);
+    Case c = { bn_fwd, zeros(n), randn(n), n, &k };
+    float *dg = zeros(k.C), *db = zeros(k.C);
+    loss_of(&c);
+    bn_relu_backward(k.work, dg, db, c.r, c.out, k.gamma, k.istd, k.C, k.M, groups);
+    float *dy = malloc(n * sizeof *dy);
+    memcpy(dy, k.work, n * sizeof *dy);
+    char what[64];
+    snprintf(what, sizeof what, "bn+relu groups=%d d(input)", groups);
+    fd_check(&c, k.y, dy, n, what);
+    snprintf(what, sizeof what, "bn+relu groups=%d d(gamma)", groups);
+    fd_check(&c, k.gamma, dg, k.C, what);
+    snprintf(what, sizeof what, "bn+relu groups=%d d(beta)", groups);
+    fd_check(&c, k.beta, db, k.C, what);
+}
+
+/* ---- pooling ---- */
+typedef struct { int planes, H, W, k, s, p, max; float *in; } PoolCtx;
+static void pool_fwd(Case *c) {
+    PoolCtx *k = c->ctx;
+    (k->max ? maxpool_forward : avgpool_forward)(c->out, k->in, k->planes, k->H, k->W, k->k, k->s, k->p);
+}
+
+static void check_pool(int max, int ks, int s, int p) {
+    PoolCtx k = { 6, 9, 9, ks, s, p, max, NULL };
+    int Ho = conv_out(9, ks, s, p);
+    size_t nin = 6 * 81, nout = 6 * Ho * Ho;
+    k.in = randn(nin);
+    Case c = { pool_fwd, zeros(nout), randn(nout), nout, &k };
+    float *din = zeros(nin);
+    loss_of(&c);
+    if (max) maxpool_backward(din, c.r, k.in, 6, 9, 9, ks, s, p);
+    else avgpool_backward(din, c.r, 6, 9, 9, ks, s, p);
+    char what[64];
+    snprintf(what, sizeof what, "%s %dx%d s%d p%d", max ? "maxpool" : "avgpool", ks, ks, s, p);
+    fd_check(&c, k.in, din, nin, what);
+}
+
+/* ---- head: global average pool, linear, cross-entropy ---- */
+typedef struct { int C, N, HW, K; float *in, *feat, *w, *b; int64_t *y; } HeadCtx;
+static void head_fwd(Case *c) {
+    HeadCtx *k = c->ctx;
+    gap_forward(k->feat, k->in, k->C, k->N, k->HW);
+    linear_forward(c->out, k->feat, k->w, k->b, k->C, k->N, k->K);
+}
+
+static void check_head(void) {
+    HeadCtx k = { 5, 4, 9, 7, NULL, NULL, NULL, NULL, NULL };
+    k.in = randn(5 * 4 * 9); k.feat = zeros(20); k.w = randn(35); k.b = randn(7);
+    int64_t y[4] = { 0, 3, 6, 3 };
+    k.y = y;
+    size_t nout = 4 * 7;
+    Case c = { head_fwd, zeros(nout), randn(nout), nout, &k };
+    float *din = zeros(180), *dfeat = zeros(20), *dw = zeros(35), *db = zeros(7);
+    loss_of(&c);
+    linear_backward(dfeat, dw, db, c.r, k.feat, k.w, 5, 4, 7);
+    gap_backward(din, dfeat, 5, 4, 9);
+    fd_check(&c, k.in, din, 180, "global avgpool + linear d(input)");
+    fd_check(&c, k.w, dw, 35, "linear d(weight)");
+    fd_check(&c, k.b, db, 7, "linear d(bias)");
+    /* cross-entropy: the loss itself is the scalar */
+    float *dl = zeros(nout);
+    head_fwd(&c);
+    softmax_xent(dl, c.out, y, 4, 7, 1.0f);
+    double worst = 0, gmax = 1e-6;
+    for (size_t i = 0; i < nout; i++) if (fabs(dl[i]) > gmax) gmax = fabs(dl[i]);
+    for (size_t i = 0; i < nout; i++) {
+        float keep = c.out[i];
+        c.out[i] = keep + EPS; double lp = softmax_xent(NULL, c.out, y, 4, 7, 1.0f);
+        c.out[i] = keep - EPS; double lm = softmax_xent(NULL, c.out, y, 4, 7, 1.0f);
+        c.out[i] = keep;
+        double d = fabs((lp - lm) / (2 * EPS) - dl[i]) / gmax;
+        if (d > worst) worst = d;
+    }
+    CHECK(worst < TOL, "softmax cross-entropy differs by %.3g", worst);
+    printf("%-40s worst %.2e\n", "softmax cross-entropy d(logits)", worst);
+}
+
+/* ---- dropout (fixed mask) and SGD (exact) ---- */
+static void check_dropout_sgd(void) {
+    Rng r;
+    rng_seed(&r, 3, 0);
+    float x[1000], dx[1000];
+    uint8_t mask[1000];
+    for (int i = 0; i < 1000; i++) x[i] = dx[i] = 1.0f;
+    dropout_forward(x, mask, 1000, 0.5f, &r);
+    dropout_backward(dx, mask, 1000, 0.5f);
+    int kept = 0, exact = 1;
+    for (int i = 0; i < 1000; i++) {
+        kept += mask[i];
+        exact &= x[i] == (mask[i] ? 2.0f : 0.0f) && dx[i] == x[i];
+    }
+    CHECK(exact, "dropout scales kept elements by 2 and zeroes the rest, gradient alike");
+    CHECK(kept > 430 && kept < 570, "dropout kept %d of 1000 at p=0.5", kept);
+    float w[2] = { 1.0f, -2.0f }, g[2] = { 0.5f, 0.25f }, buf[2] = { 0.1f, 0.0f };
+    sgd_update(w, g, buf, 2, 0.1f, 0.9f, 0.01f);
+    /* buf = 0.9*0.1 + (0.5 + 0.01*1) = 0.6; w = 1 - 0.06 */
+    CHECK(fabsf(buf[0] - 0.6f) < 1e-6f && fabsf(w[0] - 0.94f) < 1e-6f, "sgd step 0: %g %g", buf[0], w[0]);
+    /* buf = 0 + (0.25 - 0.02) = 0.23; w = -2 - 0.023 */
+    CHECK(fabsf(buf[1] - 0.23f) < 1e-6f && fabsf(w[1] + 2.023f) < 1e-6f, "sgd step 1: %g %g", buf[1], w[1]);
+}
+
+int main(void) {
+    rng_seed(&rng, 42, 0);
+    set_threads(1);
+    check_conv("1x1", (ConvShape){ 4, 5, 1, 1, 1, 1, 0, 0 }, 3, 6, 6);
+    check_conv("3x3 p1", (ConvShape){ 3, 4, 3, 3, 1, 1, 1, 1 }, 2, 7, 7);
+    check_conv("3x3 s2 p0", (ConvShape){ 3, 4, 3, 3, 2, 2, 0, 0 }, 2, 9, 9);
+    check_conv("5x5 p2", (ConvShape){ 2, 3, 5, 5, 1, 1, 2, 2 }, 2, 6, 6);
+    check_conv("1x7 p(0,3)", (ConvShape){ 3, 3, 1, 7, 1, 1, 0, 3 }, 2, 8, 8);
+    check_conv("7x1 p(3,0)", (ConvShape){ 3, 3, 7, 1, 1, 1, 3, 0 }, 2, 8, 8);
+    check_conv("1x3 p(0,1)", (ConvShape){ 3, 4, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
+    check_conv("3x1 p(1,0)", (ConvShape){ 3, 4, 3, 1, 1, 1, 1, 0 }, 2, 6, 6);
+    check_conv("4x4 valid", (ConvShape){ 3, 4, 4, 4, 1, 1, 0, 0 }, 3, 4, 4);
+    eps = EPS_BN;
+    check_bn(1);
+    check_bn(2);
+    eps = EPS;
+    check_pool(1, 3, 2, 0);
+    check_pool(0, 3, 1, 1);
+    check_pool(0, 3, 2, 0);
+    check_pool(0, 5, 3, 0);
+    check_head();
+    check_dropout_sgd();
+    return check_summary("gradcheck");
+}
