@@ -36,13 +36,17 @@ static void vmsg(const char *fmt, va_list ap) {
     fprintf(stderr, "%s: %s\n", tool_name, buf);
 }
 
+jmp_buf *die_jump;
+
 void die(const char *fmt, ...) {
+    if (die_jump) longjmp(*die_jump, EXIT_DATA);
     va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
     remove_pending();
     exit(EXIT_DATA);
 }
 
 void usage_die(const char *fmt, ...) {
+    if (die_jump) longjmp(*die_jump, EXIT_USAGE);
     va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
     remove_pending();
     exit(EXIT_USAGE);

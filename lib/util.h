@@ -19,6 +19,9 @@ extern const char *tool_name;
  * temporary files (no partial output), then exits 1 (die) or 2 (usage_die). */
 void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 void usage_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* Fuzzing: when set, die() and usage_die() jump here instead of exiting. */
+#include <setjmp.h>
+extern jmp_buf *die_jump;
 void warnmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 void *xmalloc(size_t n);

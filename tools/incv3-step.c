@@ -1,0 +1,343 @@
+/* incv3-step - the trainer: a filter from batches to metrics (or logits with --eval). */
+#include "augment.h"
+#include "checkpoint.h"
+#include "schedule.h"
+#include "stream.h"
+#include "util.h"
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char USAGE[] =
+    "usage: incv3-step -c CKPT [options] [FILE]\n"
+    "Train InceptionV3 on the batches of a stream (records x, y); print one JSON line\n"
+    "per step and write the checkpoint at the end. With --eval, emit logits instead.\n"
+    "  -c, --checkpoint PATH   resume from PATH if it exists (else initialise); save there\n"
+    "      --init FILE         initialise from a safetensors state_dict (PyTorch names)\n"
+    "      --reinit-classifier re-initialise linear (and AuxLogits.fc) for --classes\n"
+    "      --classes K (10)  --width W (1)  --aux  --seed S (0)   for a new model\n"
+    "      --lr LR (0.1)  --momentum M (0.9)  --weight-decay WD (5e-4)\n"
+    "      --schedule multistep|cosine|constant (multistep)  --warmup EPOCHS (1)\n"
+    "      --milestones E,E,.. (30,60,80)  --gamma G (0.2)  --epochs E (50, cosine horizon)\n"
+    "      --steps-per-epoch N     default: the batches count of the stream's meta record\n"
+    "      --ghost-batch B         batch-norm statistics per group of B images\n"
+    "      --normalize SPEC        for u8 images (default cifar10)\n"
+    "      --exchange OUT,IN       data parallel: gradients to OUT, their mean from IN\n"
+    "      --save-every N          also write the checkpoint every N steps\n"
+    "      --no-save               never write the checkpoint (other workers)\n"
+    "      --log FILE              JSON lines to FILE instead of stdout\n"
+    "      --threads T             OpenBLAS/OpenMP threads  --quiet  no progress bar\n"
+    "      --eval                  forward only: emit logits [B,K] with y and idx passed on\n"
+    "  -o, --output FILE  --level L  --raw    stream output options of --eval\n"
+    "  -h, --help  --version\n";
+
+enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OPT_LR, OPT_MOM,
+       OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
+       OPT_EXCH, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
+       OPT_RAW, OPT_VERSION };
+
+typedef struct {
+    const char *ckpt, *init, *log, *out_path, *exchange;
+    int reinit, eval, no_save, quiet, raw, level, threads;
+    ModelConfig cfg;
+    uint64_t seed;
+    double momentum, wd;
+    Schedule sched;
+    long long ghost, save_every;
+    Normalize norm;
+} Options;
+
+static void parse_options(int argc, char **argv, Options *o) {
+    static const struct option longopts[] = {
+        { "checkpoint", required_argument, 0, 'c' }, { "init", required_argument, 0, OPT_INIT },
+        { "reinit-classifier", no_argument, 0, OPT_REINIT }, { "classes", required_argument, 0, OPT_CLASSES },
+        { "width", required_argument, 0, OPT_WIDTH }, { "aux", no_argument, 0, OPT_AUX },
+        { "seed", required_argument, 0, OPT_SEED }, { "lr", required_argument, 0, OPT_LR },
+        { "momentum", required_argument, 0, OPT_MOM }, { "weight-decay", required_argument, 0, OPT_WD },
+        { "schedule", required_argument, 0, OPT_SCHED }, { "warmup", required_argument, 0, OPT_WARM },
+        { "milestones", required_argument, 0, OPT_MILES }, { "gamma", required_argument, 0, OPT_GAMMA },
+        { "epochs", required_argument, 0, OPT_EPOCHS }, { "steps-per-epoch", required_argument, 0, OPT_SPE },
+        { "ghost-batch", required_argument, 0, OPT_GHOST }, { "normalize", required_argument, 0, OPT_NORM },
+        { "exchange", required_argument, 0, OPT_EXCH }, { "save-every", required_argument, 0, OPT_SAVE_EVERY },
+        { "no-save", no_argument, 0, OPT_NO_SAVE }, { "log", required_argument, 0, OPT_LOG },
+        { "threads", required_argument, 0, OPT_THREADS }, { "quiet", no_argument, 0, OPT_QUIET },
+        { "eval", no_argument, 0, OPT_EVAL }, { "output", required_argument, 0, 'o' },
+        { "level", required_argument, 0, OPT_LEVEL }, { "raw", no_argument, 0, OPT_RAW },
+        { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
+    *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4,
+                    .sched = { SCHED_MULTISTEP, 0.1, 0.2, 1.0, 3, { 30, 60, 80 }, 50, 0 },
+                    .norm = CIFAR10_NORMALIZE };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': o->ckpt = optarg; break;
+        case OPT_INIT: o->init = optarg; break;
+        case OPT_REINIT: o->reinit = 1; break;
+        case OPT_CLASSES: o->cfg.classes = (int)parse_ll("--classes", optarg, 1, 100000); break;
+        case OPT_WIDTH: o->cfg.width = parse_double("--width", optarg, 0.001, 4); break;
+        case OPT_AUX: o->cfg.aux = 1; break;
+        case OPT_SEED: o->seed = (uint64_t)parse_ll("--seed", optarg, 0, INT64_MAX); break;
+        case OPT_LR: o->sched.base_lr = parse_double("--lr", optarg, 0, 100); break;
+        case OPT_MOM: o->momentum = parse_double("--momentum", optarg, 0, 1); break;
+        case OPT_WD: o->wd = parse_double("--weight-decay", optarg, 0, 1); break;
+        case OPT_SCHED:
+            if ((o->sched.kind = schedule_kind(optarg)) < 0)
+                usage_die("--schedule: '%s' is not multistep, cosine or constant", optarg);
+            break;
+        case OPT_WARM: o->sched.warmup_epochs = parse_double("--warmup", optarg, 0, 1e6); break;
+        case OPT_MILES: o->sched.nmilestones = parse_double_list("--milestones", optarg, o->sched.milestones, 16); break;
+        case OPT_GAMMA: o->sched.gamma = parse_double("--gamma", optarg, 0, 1); break;
+        case OPT_EPOCHS: o->sched.epochs = parse_double("--epochs", optarg, 0, 1e6); break;
+        case OPT_SPE: o->sched.steps_per_epoch = (uint64_t)parse_ll("--steps-per-epoch", optarg, 1, INT64_MAX); break;
+        case OPT_GHOST: o->ghost = parse_ll("--ghost-batch", optarg, 2, 1 << 20); break;
+        case OPT_NORM: parse_normalize("--normalize", optarg, &o->norm); break;
+        case OPT_EXCH: o->exchange = optarg; break;
+        case OPT_SAVE_EVERY: o->save_every = parse_ll("--save-every", optarg, 1, INT64_MAX); break;
+        case OPT_NO_SAVE: o->no_save = 1; break;
+        case OPT_LOG: o->log = optarg; break;
+        case OPT_THREADS: o->threads = (int)parse_ll("--threads", optarg, 1, 1024); break;
+        case OPT_QUIET: o->quiet = 1; break;
+        case OPT_EVAL: o->eval = 1; break;
+        case 'o': o->out_path = optarg; break;
+        case OPT_LEVEL: o->level = parse_level(optarg); break;
+        case OPT_RAW: o->raw = 1; break;
+        case 'h': fputs(USAGE, stdout); exit(0);
+        case OPT_VERSION: print_version();
+        default: bad_option(argv);
+        }
+    }
+    if (!o->ckpt) usage_die("-c/--checkpoint is required (see --help)");
+    if (argc - optind > 1) usage_die("at most one input file (see --help)");
+    if (o->reinit && !o->init) usage_die("--reinit-classifier needs --init");
+    if (o->eval && (o->exchange || o->init)) usage_die("--eval takes neither --exchange nor --init");
+}
+
+/* The batch being assembled from the stream: x then y (idx optional). */
+typedef struct {
+    Record x, y, idx, other;
+    float *xf;
+    int64_t *labels;
+    size_t cap;
+    int have_x, have_idx;
+} Batch;
+
+/* x as f32 NCHW, normalising u8; y as i64 in [0, K). */
+static int prepare_batch(Batch *b, const Normalize *norm, int K) {
+    const Record *x = &b->x, *y = &b->y;
+    int64_t want[4] = { -1, 3, 32, 32 };
+    if (x->dtype != DT_U8 && x->dtype != DT_F32) record_expect(x, DT_F32, 4, want);
+    record_expect(x, x->dtype, 4, want);
+    int N = (int)x->dims[0];
+    if (N < 1) die("record 'x' at byte %llu: empty batch", (unsigned long long)x->offset);
+    if (y->rank != 1 || y->dims[0] != N || (y->dtype != DT_I64 && y->dtype != DT_I32))
+        die("record 'y' at byte %llu: expected %d labels (i64) for x", (unsigned long long)y->offset, N);
+    if ((size_t)N > b->cap) {
+        b->cap = N;
+        b->xf = xrealloc(b->xf, (size_t)N * 3 * 1024 * sizeof *b->xf);
+        b->labels = xrealloc(b->labels, (size_t)N * sizeof *b->labels);
+    }
+    if (x->dtype == DT_U8) normalize_u8(norm, x->data, N, 1024, b->xf);
+    else memcpy(b->xf, x->data, x->nbytes);
+    for (int i = 0; i < N; i++) {
+        int64_t l = y->dtype == DT_I64 ? ((int64_t *)y->data)[i] : ((int32_t *)y->data)[i];
+        if (l < 0 || l >= K)
+            die("record 'y' at byte %llu: label %lld of image %d is outside 0..%d",
+                (unsigned long long)y->offset, (long long)l, i, K - 1);
+        b->labels[i] = l;
+    }
+    return N;
+}
+
+static int count_correct(const float *logits, const int64_t *y, int N, int K) {
+    int correct = 0;
+    for (int n = 0; n < N; n++) {
+        int best = 0;
+        for (int k = 1; k < K; k++) if (logits[n * K + k] > logits[n * K + best]) best = k;
+        correct += best == y[n];
+    }
+    return correct;
+}
+
+/* meta record text: value of key as a number, or -1 */
+static long long meta_number(const Record *r, const char *key) {
+    char text[1024];
+    size_t n = r->nbytes < sizeof text - 1 ? r->nbytes : sizeof text - 1;
+    memcpy(text, r->data, n); text[n] = 0;
+    size_t kl = strlen(key);
+    for (char *p = text; p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (!strncmp(p, key, kl) && p[kl] == '=') return strtoll(p + kl + 1, NULL, 10);
+    return -1;
+}
+
+/* ---- data-parallel exchange: gradients, BN statistics and metrics out, means back ---- */
+typedef struct {
+    StreamWriter *w;
+    StreamReader *r;
+    FILE *out;
+    Record rec;
+} Exchange;
+
+static void exchange_open(Exchange *e, const char *spec) {
+    const char *comma = strchr(spec, ',');
+    if (!comma) usage_die("--exchange: '%s' is not OUT,IN", spec);
+    char *out = xstrdup(spec);
+    out[comma - spec] = 0;
+    e->out = fopen(out, "wb");
+    if (!e->out) die("cannot open exchange output %s: %s", out, strerror(errno));
+    e->w = sw_open(e->out, out, 1, 0);
+    e->r = sr_open_path(comma + 1);
+    free(out);
+}
+
+static void exchange_one(Exchange *e, const char *name, float *data, size_t n) {
+    int64_t d = (int64_t)n;
+    sw_write(e->w, name, DT_F32, 1, &d, data);
+    if (!sr_next(e->r, &e->rec)) die("exchange ended early: a worker or the merger stopped");
+    record_expect(&e->rec, DT_F32, 1, &d);
+    if (strcmp(e->rec.name, name)) die("exchange: expected '%s', got '%s'", name, e->rec.name);
+    memcpy(data, e->rec.data, n * sizeof *data);
+}
+
+/* ---- output ---- */
+static void progress(int quiet, uint64_t epoch, uint64_t done, uint64_t total, double loss,
+                     double ips, double eta) {
+    if (quiet || !isatty(2)) return;
+    int width = 30, fill = total ? (int)(width * done / total) : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = 0;
+    fprintf(stderr, "\repoch %llu [%s] %llu/%llu loss %.4f %.1f img/s ETA %02d:%02d ",
+            (unsigned long long)epoch, bar, (unsigned long long)done, (unsigned long long)total,
+            loss, ips, (int)(eta / 60), (int)fmod(eta, 60));
+}
+
+int main(int argc, char **argv) {
+    tool_init("incv3-step", argc, argv);
+    Options o;
+    parse_options(argc, argv, &o);
+    set_threads(o.threads);
+
+    TrainState st = { 0, o.seed };
+    Model *m;
+    if (access(o.ckpt, F_OK) == 0) {
+        m = checkpoint_load(o.ckpt, &st);
+        if (o.init) usage_die("--init: %s exists already; remove it to start from %s", o.ckpt, o.init);
+    } else if (o.eval) {
+        die("cannot open checkpoint %s: %s", o.ckpt, strerror(errno));
+    } else if (o.init) {
+        m = safetensors_import(o.init, 0, o.reinit ? o.cfg.classes : 0, o.seed);
+    } else {
+        m = model_create(&o.cfg);
+        model_init(m, o.seed);
+    }
+    int K = m->cfg.classes;
+    StreamReader *in = sr_open_path(optind < argc ? argv[optind] : "-");
+    Batch b = { 0 };
+    Output out = { 0 };
+    FILE *log = stdout;
+    if (o.eval) output_open(&out, o.out_path, o.raw, o.level);
+    else if (o.log && !(log = fopen(o.log, "a"))) die("cannot open log %s: %s", o.log, strerror(errno));
+    Exchange ex = { 0 };
+    if (o.exchange) exchange_open(&ex, o.exchange);
+
+    uint64_t epoch = 0, batches = 0, seen = 0, skip = 0, trained = 0, images = 0, correct_sum = 0;
+    double loss_sum = 0, t_start = now_seconds();
+    float *logits = NULL;
+    size_t logits_cap = 0;
+    while (sr_next(in, &b.other)) {
+        Record *r = &b.other;
+        if (!strcmp(r->name, "meta") && r->dtype == DT_U8) {
+            long long e = meta_number(r, "epoch"), nb = meta_number(r, "batches");
+            if (e >= 0) epoch = (uint64_t)e;
+            if (nb > 0) batches = (uint64_t)nb;
+            if (!o.sched.steps_per_epoch && nb > 0) o.sched.steps_per_epoch = (uint64_t)nb;
+            /* resuming: batches of this epoch that the checkpoint has trained already */
+            uint64_t first = epoch * o.sched.steps_per_epoch;
+            skip = !o.eval && st.step > first ? st.step - first : 0;
+            if (o.eval) sw_write_record(out.w, r);
+            continue;
+        }
+        if (!strcmp(r->name, "x")) { Record t = b.x; b.x = *r; *r = t; b.have_x = 1; continue; }
+        if (!strcmp(r->name, "idx")) { Record t = b.idx; b.idx = *r; *r = t; b.have_idx = 1; continue; }
+        if (strcmp(r->name, "y")) { if (o.eval) sw_write_record(out.w, r); continue; }
+        if (!b.have_x) die("record 'y' at byte %llu comes without an x before it", (unsigned long long)r->offset);
+        { Record t = b.y; b.y = *r; *r = t; }
+        b.have_x = 0;
+        seen++;
+        if (seen <= skip) { b.have_idx = 0; continue; }
+        int N = prepare_batch(&b, &o.norm, K);
+        if ((size_t)N * K > logits_cap) { logits_cap = (size_t)N * K; logits = xrealloc(logits, logits_cap * sizeof *logits); }
+        if (o.eval) {
+            model_eval(m, b.xf, N, logits);
+            int64_t ld[2] = { N, K };
+            if (b.have_idx) sw_write_record(out.w, &b.idx);
+            sw_write(out.w, "logits", DT_F32, 2, ld, logits);
+            sw_write_record(out.w, &b.y);
+            b.have_idx = 0;
+            continue;
+        }
+        b.have_idx = 0;
+        int groups = 1;
+        if (o.ghost) {
+            if (N % o.ghost) die("batch of %d images at byte %llu is not a multiple of --ghost-batch %lld",
+                                 N, (unsigned long long)b.x.offset, o.ghost);
+            groups = N / (int)o.ghost;
+        }
+        double t0 = now_seconds();
+        Rng rng;
+        rng_seed(&rng, st.seed, 0x5eed0000ULL + st.step);   /* dropout, reproducible on resume */
+        double loss = model_train_step(m, b.xf, b.labels, N, groups, &rng, logits);
+        float metrics[2] = { (float)loss, (float)count_correct(logits, b.labels, N, K) / N };
+        if (o.exchange) {
+            exchange_one(&ex, "grads", m->grads, m->nparam_floats);
+            exchange_one(&ex, "bn_stats", m->buffers, m->nbuffer_floats);
+            exchange_one(&ex, "metrics", metrics, 2);
+        }
+        if (!isfinite(metrics[0]))
+            die("step %llu: loss is %s; stopping, %s keeps its last good state",
+                (unsigned long long)st.step + 1, isnan(metrics[0]) ? "NaN" : "infinite", o.ckpt);
+        double lr = schedule_lr(&o.sched, st.step);
+        model_sgd(m, (float)lr, (float)o.momentum, (float)o.wd);
+        st.step++; trained++; images += N;
+        loss_sum += metrics[0];
+        correct_sum += (uint64_t)llround(metrics[1] * N);
+        double dt = now_seconds() - t0, elapsed = now_seconds() - t_start;
+        fprintf(log, "{\"event\":\"step\",\"epoch\":%llu,\"step\":%llu,\"loss\":%.6f,\"accuracy\":%.4f,"
+                "\"lr\":%.6g,\"images_per_s\":%.2f}\n", (unsigned long long)epoch,
+                (unsigned long long)st.step, metrics[0], metrics[1], lr, N / dt);
+        fflush(log);
+        uint64_t done = seen;
+        progress(o.quiet, epoch, done, batches, loss_sum / trained, images / elapsed,
+                 batches > done ? elapsed / trained * (batches - done) : 0);
+        if (o.save_every && st.step % o.save_every == 0 && !o.no_save) checkpoint_save(o.ckpt, m, &st);
+    }
+    if (b.have_x) die("stream ends with an x record that has no y");
+    if (o.eval) {
+        output_close(&out);
+    } else {
+        if (!o.quiet && isatty(2)) fputc('\n', stderr);
+        if (trained && !o.no_save) checkpoint_save(o.ckpt, m, &st);
+        if (trained) {
+            double elapsed = now_seconds() - t_start;
+            fprintf(log, "{\"event\":\"train_epoch\",\"epoch\":%llu,\"steps\":%llu,\"loss\":%.6f,"
+                    "\"accuracy\":%.4f,\"images_per_s\":%.2f,\"seconds\":%.1f}\n",
+                    (unsigned long long)epoch, (unsigned long long)trained, loss_sum / trained,
+                    (double)correct_sum / images, images / elapsed, elapsed);
+        }
+        xfflush(log, o.log ? o.log : "stdout");
+        if (o.log) fclose(log);
+        if (o.exchange) {   /* hang up, then wait for the merger's end of stream */
+            sw_close(ex.w);
+            fclose(ex.out);
+            if (sr_next(ex.r, &ex.rec)) die("exchange: unexpected record '%s' after the last step", ex.rec.name);
+            sr_close(ex.r);
+        }
+    }
+    sr_close(in);
+    model_free(m);
+    return 0;
+}
