@@ -11,15 +11,23 @@ CFLAGS  += -std=gnu11 $(OPT) -g -fopenmp -Wall -Wextra -Wno-unused-parameter -Il
            -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 LDFLAGS += -fopenmp
+# OpenMPI, for allreduce-merge --mpi only
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+ifneq ($(MPI_LIBS),)
+$(BUILD)/lib/allreduce.o: CFLAGS += -DHAVE_MPI $(MPI_CFLAGS)
+$(BUILD)/allreduce-merge: LDLIBS += $(MPI_LIBS)
+endif
 
-TOOLS   := cifar-decode augment tensor incv3-step evaluate incv3-ckpt
+TOOLS   := cifar-decode augment tensor incv3-step evaluate incv3-ckpt allreduce-merge
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
 # Debian packages the build, the tests and the pipelines need.
 DEB_PKGS := gcc make pkg-config libopenblas-openmp-dev libzstd-dev zstd libpng-dev libcjson-dev \
-            bats bats-support bats-assert gnuplot-nox python3 python3-numpy
+            bats bats-support bats-assert gnuplot-nox python3 python3-numpy \
+            libopenmpi-dev openmpi-bin
 
 .PHONY: all deps test check unit bats demo bench install clean
 all: $(TOOLS:%=$(BUILD)/%) $(UNIT)

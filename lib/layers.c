@@ -307,11 +307,17 @@ void gap_backward(float *din, const float *dout, int C, int N, int HW) {
     }
 }
 
-void dropout_forward(float *x, uint8_t *mask, int64_t n, float p, Rng *rng) {
+void dropout_forward(float *x, uint8_t *mask, int C, int N, float p, uint64_t seed,
+                     const uint64_t *keys) {
     float scale = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < n; i++) {
-        mask[i] = rng_uniform(rng) >= p;
-        x[i] = mask[i] ? x[i] * scale : 0.0f;
+    for (int n = 0; n < N; n++) {
+        Rng rng;
+        rng_seed(&rng, seed, keys[n]);
+        for (int c = 0; c < C; c++) {
+            int64_t i = (int64_t)c * N + n;
+            mask[i] = rng_uniform(&rng) >= p;
+            x[i] = mask[i] ? x[i] * scale : 0.0f;
+        }
     }
 }
 

@@ -59,8 +59,11 @@ void avgpool_backward(float *din, const float *dout, int planes, int H, int W, i
 void gap_forward(float *out, const float *in, int C, int N, int HW);
 void gap_backward(float *din, const float *dout, int C, int N, int HW);
 
-/* Dropout with keep-scaling 1/(1-p); mask [n] records kept elements. */
-void dropout_forward(float *x, uint8_t *mask, int64_t n, float p, Rng *rng);
+/* Dropout of x [C, N] with keep-scaling 1/(1-p); mask [C, N] records kept
+ * elements. Image n draws from its own stream keyed by (seed, keys[n]), so an
+ * image is dropped alike whichever worker or batch it lands in. */
+void dropout_forward(float *x, uint8_t *mask, int C, int N, float p, uint64_t seed,
+                     const uint64_t *keys);
 void dropout_backward(float *dx, const uint8_t *mask, int64_t n, float p);
 
 /* logits [N, K] = in[C, N]^T weight[K, C]^T + bias[K] */

@@ -408,8 +408,8 @@ static void backward_ops(Model *m, int N, int groups) {
     }
 }
 
-double model_train_step(Model *m, const float *x, const int64_t *y, int N, int groups, Rng *rng,
-                        float *logits_out) {
+double model_train_step(Model *m, const float *x, const int64_t *y, int N, int groups,
+                        uint64_t dropout_seed, const uint64_t *keys, float *logits_out) {
     if (groups < 1 || N % groups) die("batch of %d images does not split into %d BN groups", N, groups);
     if (N / groups < 2) die("batch norm in training needs at least 2 images per group (got %d)", N / groups);
     ensure_capacity(m, N);
@@ -419,7 +419,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     const Tensor *tf = &m->tensors[m->features];
     int C = tf->C, K = m->cfg.classes, HW = tf->H * tf->W;
     gap_forward(m->feat, tensor_at(m, m->acts, m->features, N), C, N, HW);
-    if (m->cfg.dropout > 0) dropout_forward(m->feat, m->drop_mask, (int64_t)C * N, m->cfg.dropout, rng);
+    if (m->cfg.dropout > 0) dropout_forward(m->feat, m->drop_mask, C, N, m->cfg.dropout, dropout_seed, keys);
     linear_forward(m->logits, m->feat, P(m, m->linear_w), P(m, m->linear_b), C, N, K);
     double loss = softmax_xent(m->dlogits, m->logits, y, N, K, 1.0f);
     if (logits_out) memcpy(logits_out, m->logits, (size_t)N * K * sizeof *logits_out);

@@ -76,10 +76,10 @@ int model_find_param(const Model *m, const char *name);
 /* One training step's forward and backward on images x [N,3,32,32] (NCHW f32)
  * with labels y: fills grads (zeroed first) and returns the mean loss
  * (plus 0.4 * the auxiliary loss when aux is on). BN uses statistics of
- * groups of N/ghost_groups consecutive images; dropout draws from rng.
- * logits_out [N, K] (may be NULL) receives the main logits. */
+ * groups of N/ghost_groups consecutive images; dropout draws per image from
+ * (dropout_seed, keys[n]). logits_out [N, K] (may be NULL) receives the main logits. */
 double model_train_step(Model *m, const float *x, const int64_t *y, int N, int ghost_groups,
-                        Rng *rng, float *logits_out);
+                        uint64_t dropout_seed, const uint64_t *keys, float *logits_out);
 /* Inference: logits [N, K], BN from running statistics, no dropout. */
 void model_eval(Model *m, const float *x, int N, float *logits);
 /* SGD over every parameter. */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zstd.h>
 
 static const char MAGIC[4] = { 'I', 'V', '3', 'T' };
@@ -57,7 +58,7 @@ void record_expect(const Record *r, int dtype, int rank, const int64_t *dims) {
 struct StreamReader {
     FILE *f;
     char *label;
-    int zstd, input_eof, saw_end, own_file;
+    int zstd, input_eof, saw_end, own_file, started;
     ZSTD_DCtx *dc;
     unsigned char *in;          /* bytes read from f */
     size_t in_len, in_pos;
@@ -68,16 +69,22 @@ struct StreamReader {
     uint64_t cpos;              /* input bytes consumed before in[] */
 };
 
+/* read(2), not fread: a pipe or FIFO hands over what it has, so a peer that
+ * waits for our answer is never waited on for more bytes. */
+static size_t read_some(StreamReader *r, unsigned char *buf, size_t n) {
+    for (;;) {
+        ssize_t got = read(fileno(r->f), buf, n);
+        if (got >= 0) return (size_t)got;
+        if (errno != EINTR) die("%s: read error: %s", r->label, strerror(errno));
+    }
+}
+
 static int fill_input(StreamReader *r) {
     if (r->input_eof) return 0;
     r->cpos += r->in_len;
-    r->in_len = fread(r->in, 1, IN_CHUNK, r->f);
+    r->in_len = read_some(r, r->in, IN_CHUNK);
     r->in_pos = 0;
-    if (r->in_len == 0) {
-        if (ferror(r->f)) die("%s: read error: %s", r->label, strerror(errno));
-        r->input_eof = 1;
-        return 0;
-    }
+    if (r->in_len == 0) { r->input_eof = 1; return 0; }
     return 1;
 }
 
@@ -126,7 +133,19 @@ StreamReader *sr_open(FILE *f, const char *label) {
     r->f = f;
     r->label = xstrdup(label);
     r->in = xmalloc(IN_CHUNK);
+    return r;
+}
+
+/* Reads nothing until the first record is asked for, so that opening FIFOs
+ * in a fixed order never waits on data. Then detects zstd by its magic. */
+static void start(StreamReader *r) {
+    r->started = 1;
     fill_input(r);
+    while (r->in_len > 0 && r->in_len < 4) {       /* a pipe may deliver fewer bytes */
+        size_t got = read_some(r, r->in + r->in_len, IN_CHUNK - r->in_len);
+        if (!got) break;
+        r->in_len += got;
+    }
     r->zstd = r->in_len >= 4 && r->in[0] == 0x28 && r->in[1] == 0xB5 && r->in[2] == 0x2F &&
               r->in[3] == 0xFD;
     if (r->zstd) {
@@ -134,7 +153,6 @@ StreamReader *sr_open(FILE *f, const char *label) {
         ZSTD_DCtx_setParameter(r->dc, ZSTD_d_windowLogMax, 27);
         r->out = xmalloc(ZSTD_DStreamOutSize());
     }
-    return r;
 }
 
 StreamReader *sr_open_path(const char *path) {
@@ -160,6 +178,7 @@ static uint64_t le64(const unsigned char *p) {
 }
 
 int sr_next(StreamReader *r, Record *rec) {
+    if (!r->started) start(r);
     for (;;) {
         unsigned char h[8];
         uint64_t at = r->pos;

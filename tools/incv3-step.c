@@ -121,6 +121,7 @@ typedef struct {
     Record x, y, idx, other;
     float *xf;
     int64_t *labels;
+    uint64_t *keys;
     size_t cap;
     int have_x, have_idx;
 } Batch;
@@ -139,6 +140,7 @@ static int prepare_batch(Batch *b, const Normalize *norm, int K) {
         b->cap = N;
         b->xf = xrealloc(b->xf, (size_t)N * 3 * 1024 * sizeof *b->xf);
         b->labels = xrealloc(b->labels, (size_t)N * sizeof *b->labels);
+        b->keys = xrealloc(b->keys, (size_t)N * sizeof *b->keys);
     }
     if (x->dtype == DT_U8) normalize_u8(norm, x->data, N, 1024, b->xf);
     else memcpy(b->xf, x->data, x->nbytes);
@@ -245,6 +247,7 @@ int main(int argc, char **argv) {
     if (o.exchange) exchange_open(&ex, o.exchange);
 
     uint64_t epoch = 0, batches = 0, seen = 0, skip = 0, trained = 0, images = 0, correct_sum = 0;
+    uint64_t images_seen = 0;     /* dropout keys of batches without idx */
     double loss_sum = 0, t_start = now_seconds();
     float *logits = NULL;
     size_t logits_cap = 0;
@@ -268,7 +271,7 @@ int main(int argc, char **argv) {
         { Record t = b.y; b.y = *r; *r = t; }
         b.have_x = 0;
         seen++;
-        if (seen <= skip) { b.have_idx = 0; continue; }
+        if (seen <= skip) { b.have_idx = 0; images_seen += (uint64_t)b.x.dims[0]; continue; }
         int N = prepare_batch(&b, &o.norm, K);
         if ((size_t)N * K > logits_cap) { logits_cap = (size_t)N * K; logits = xrealloc(logits, logits_cap * sizeof *logits); }
         if (o.eval) {
@@ -280,7 +283,6 @@ int main(int argc, char **argv) {
             b.have_idx = 0;
             continue;
         }
-        b.have_idx = 0;
         int groups = 1;
         if (o.ghost) {
             if (N % o.ghost) die("batch of %d images at byte %llu is not a multiple of --ghost-batch %lld",
@@ -288,9 +290,14 @@ int main(int argc, char **argv) {
             groups = N / (int)o.ghost;
         }
         double t0 = now_seconds();
-        Rng rng;
-        rng_seed(&rng, st.seed, 0x5eed0000ULL + st.step);   /* dropout, reproducible on resume */
-        double loss = model_train_step(m, b.xf, b.labels, N, groups, &rng, logits);
+        /* dropout per image from (seed, step, source record): reproducible on
+         * resume and the same on however many workers */
+        for (int i = 0; i < N; i++)
+            b.keys[i] = b.have_idx && b.idx.dtype == DT_I64 && b.idx.rank == 1 && b.idx.dims[0] == N
+                      ? (uint64_t)((int64_t *)b.idx.data)[i] : images_seen + i;
+        double loss = model_train_step(m, b.xf, b.labels, N, groups, mix64(st.seed) ^ st.step, b.keys, logits);
+        images_seen += N;
+        b.have_idx = 0;
         float metrics[2] = { (float)loss, (float)count_correct(logits, b.labels, N, K) / N };
         if (o.exchange) {
             exchange_one(&ex, "grads", m->grads, m->nparam_floats);

@@ -66,10 +66,9 @@ int main(int argc, char **argv) {
     load_state(m, "init");
     const float *x = fx("x")->data;
     const int64_t *y = fx("y")->data;
-    Rng rng;
-    rng_seed(&rng, 1, 0);
+    uint64_t keys[64] = { 0 };    /* dropout is off in the fixture */
     float *logits = malloc(sizeof(float) * N * K);
-    double loss = model_train_step(m, x, y, N, 1, &rng, logits);
+    double loss = model_train_step(m, x, y, N, 1, 1, keys, logits);
 
     double d = rel_diff(logits, fx("logits")->data, N * K);
     CHECK(d < TOL_FORWARD, "logits differ by %.3g", d);
@@ -126,7 +125,7 @@ int main(int argc, char **argv) {
     const float *ref_losses = fx("losses")->data;
     float losses[16] = { (float)loss };
     for (int s = 1; s < steps; s++) {
-        losses[s] = (float)model_train_step(m, x, y, N, 1, &rng, NULL);
+        losses[s] = (float)model_train_step(m, x, y, N, 1, 1, keys, NULL);
         model_sgd(m, sgd[0], sgd[1], sgd[2]);
     }
     for (int s = 0; s < steps; s++) {

@@ -175,12 +175,11 @@ static void check_head(void) {
 
 /* ---- dropout (fixed mask) and SGD (exact) ---- */
 static void check_dropout_sgd(void) {
-    Rng r;
-    rng_seed(&r, 3, 0);
     float x[1000], dx[1000];
     uint8_t mask[1000];
+    uint64_t keys[10] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 };
     for (int i = 0; i < 1000; i++) x[i] = dx[i] = 1.0f;
-    dropout_forward(x, mask, 1000, 0.5f, &r);
+    dropout_forward(x, mask, 100, 10, 0.5f, 3, keys);
     dropout_backward(dx, mask, 1000, 0.5f);
     int kept = 0, exact = 1;
     for (int i = 0; i < 1000; i++) {
@@ -189,6 +188,14 @@ static void check_dropout_sgd(void) {
     }
     CHECK(exact, "dropout scales kept elements by 2 and zeroes the rest, gradient alike");
     CHECK(kept > 430 && kept < 570, "dropout kept %d of 1000 at p=0.5", kept);
+    /* an image's mask depends on its key alone: image 7 alone gets the same */
+    float y[100];
+    uint8_t m7[100];
+    for (int i = 0; i < 100; i++) y[i] = 1.0f;
+    dropout_forward(y, m7, 100, 1, 0.5f, 3, keys + 7);
+    int same = 1;
+    for (int c = 0; c < 100; c++) same &= m7[c] == mask[c * 10 + 7];
+    CHECK(same, "dropout mask of an image does not depend on its batch");
     float w[2] = { 1.0f, -2.0f }, g[2] = { 0.5f, 0.25f }, buf[2] = { 0.1f, 0.0f };
     sgd_update(w, g, buf, 2, 0.1f, 0.9f, 0.01f);
     /* buf = 0.9*0.1 + (0.5 + 0.01*1) = 0.6; w = 1 - 0.06 */
