@@ -24,20 +24,14 @@ LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
-# Debian packages the build, the tests and the pipelines need.
-DEB_PKGS := gcc make pkg-config libopenblas-openmp-dev libzstd-dev zstd libpng-dev libcjson-dev \
-            bats bats-support bats-assert gnuplot-nox python3 python3-numpy \
-            libopenmpi-dev openmpi-bin
-
-.PHONY: all deps test check unit bats demo bench install clean
+.PHONY: all deps test-deps test check unit bats demo bench install clean
 all: $(TOOLS:%=$(BUILD)/%) $(UNIT)
 
-# Installs missing Debian packages (needs root); does nothing when all are there.
+# Missing Debian packages are installed (as root); nothing happens when all are there.
 deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-	    | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "installing:" $$missing; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@sh pipelines/setup
+test-deps:
+	@sh pipelines/setup --tests
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -45,24 +39,26 @@ $(BUILD)/libincv3.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 $(BUILD)/%: tools/%.c $(BUILD)/libincv3.a $(wildcard lib/*.h)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libincv3.a $(wildcard lib/*.h) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libincv3.a $(wildcard lib/*.h) | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
 $(BUILD)/lib $(BUILD)/tests:
 	mkdir -p $@
 
 unit: all
-	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done
+	@set -e; for t in $(UNIT); do $$t; done
 bats: all
 	bats tests/
 test: unit bats
 # The README's test command: install what is missing, build, run every test.
-check: deps
+check: test-deps
 	$(MAKE) test
 
-# The README's main job: a real training on the embedded sample.
+# The README's main job: a real training on the embedded sample
+# (width 0.125, 8 epochs over its 4000 images: about 8 minutes on 2 cores).
 demo: deps
 	$(MAKE) all
-	pipelines/train --data data/sample --run train
+	pipelines/train --data data/sample --run train --width 0.125 --batch 64 --epochs 8 \
+	    --schedule cosine $(DEMO_FLAGS)
 
 bench: deps
 	$(MAKE) all
@@ -71,6 +67,8 @@ bench: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(TOOLS:%=$(BUILD)/%) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 pipelines/train $(DESTDIR)$(PREFIX)/bin/incv3-train
+	install -m 755 pipelines/run_incv3 $(DESTDIR)$(PREFIX)/bin/run_incv3
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 

@@ -148,7 +148,7 @@ void bn_relu_forward_train(float *y, float *out, const float *gamma, const float
             for (int64_t i = 0; i < Mg; i++) {
                 float xh = (row[i] - m) * is, v = ga * xh + be;
                 row[i] = xh;
-                o[i] = v > 0 ? v : 0;
+                o[i] = v < 0 ? 0 : v;   /* NaN passes, as in PyTorch */
             }
             mean_sum += mu;
             var_sum += Mg > 1 ? sq / (Mg - 1) : var;
@@ -166,7 +166,7 @@ void bn_relu_forward_eval(const float *y, float *out, const float *gamma, const 
         float sh = beta[c] - run_mean[c] * sc;
         const float *row = y + (int64_t)c * M;
         float *o = out + (int64_t)c * M;
-        for (int64_t i = 0; i < M; i++) { float v = row[i] * sc + sh; o[i] = v > 0 ? v : 0; }
+        for (int64_t i = 0; i < M; i++) { float v = row[i] * sc + sh; o[i] = v < 0 ? 0 : v;   /* NaN passes, as in PyTorch */ }
     }
 }
 

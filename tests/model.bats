@@ -1,0 +1,216 @@
+#!/usr/bin/env bats
+# incv3-step, evaluate, incv3-ckpt: learning, checkpoints, determinism, interchange, errors.
+
+load helpers/common
+
+setup() {
+    T="$BATS_TEST_TMPDIR"
+    TRAIN="$SAMPLE/data_batch_1.bin.zst"
+}
+
+digest() { incv3-ckpt export "$1" "$T/digest.st" && sha256sum < "$T/digest.st"; }
+
+@test "training on the sample: the loss falls and test accuracy rises well above chance" {
+    # width 0.125, 2000 images, 5 epochs: about a minute on 2 cores
+    for e in 0 1 2 3 4; do
+        cifar-decode -b 50 --limit 2000 --shuffle 1 --epoch $e --drop-last "$TRAIN" \
+            | augment --crop 4 --flip --normalize cifar10 --seed 1 --epoch $e \
+            | incv3-step -c "$T/m.ckpt" --width 0.125 --lr 0.05 --schedule cosine --epochs 5 --log "$T/log"
+    done
+    first=$(grep '"train_epoch","epoch":0' "$T/log" | sed 's/.*"loss":\([0-9.]*\).*/\1/')
+    last=$(grep '"train_epoch","epoch":4' "$T/log" | sed 's/.*"loss":\([0-9.]*\).*/\1/')
+    echo "train loss $first -> $last" >&3
+    awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.3) }'
+    cifar-decode -b 250 "$SAMPLE/test_batch.bin.zst" | incv3-step --eval -c "$T/m.ckpt" | evaluate --json > "$T/eval.json"
+    top1=$(sed 's/.*"top1":\([0-9.]*\).*/\1/' "$T/eval.json")
+    echo "test top-1 $top1" >&3
+    awk -v a="$top1" 'BEGIN { exit !(a > 0.2) }'
+}
+
+@test "training with the same seed and threads is bitwise reproducible" {
+    for run in a b; do
+        cifar-decode -b 16 --limit 64 --shuffle 2 "$TRAIN" | augment --flip --normalize cifar10 --seed 2 \
+            | incv3-step -c "$T/$run.ckpt" --width 0.125 --aux --threads 2 --seed 5 --log /dev/null
+    done
+    cmp "$T/a.ckpt" "$T/b.ckpt"
+}
+
+@test "eval is deterministic and emits logits [B,K] with y and idx passed on" {
+    incv3-ckpt init --width 0.125 --seed 3 -o "$T/m.ckpt"
+    cifar-decode -b 20 --limit 40 "$SAMPLE/test_batch.bin.zst" -o "$T/t.tz"
+    incv3-step --eval -c "$T/m.ckpt" "$T/t.tz" -o "$T/a.tz"
+    incv3-step --eval -c "$T/m.ckpt" "$T/t.tz" -o "$T/b.tz"
+    cmp "$T/a.tz" "$T/b.tz"
+    run bash -c "tensor ls '$T/a.tz' | awk 'NR > 1 { print \$1, \$3 }' | paste -sd ' '"
+    assert_output "meta [79] idx [20] logits [20,10] y [20] idx [20] logits [20,10] y [20]"
+}
+
+@test "checkpoint round trip: save, load, identical forward; info reports the model" {
+    cifar-decode -b 16 --limit 32 "$TRAIN" | incv3-step -c "$T/m.ckpt" --width 0.125 --log /dev/null
+    cifar-decode -b 16 --limit 32 "$SAMPLE/test_batch.bin.zst" -o "$T/t.tz"
+    incv3-step --eval -c "$T/m.ckpt" "$T/t.tz" -o "$T/a.tz"
+    # through safetensors and back: the same forward, bit for bit
+    incv3-ckpt export "$T/m.ckpt" "$T/m.safetensors"
+    incv3-ckpt import "$T/m.safetensors" -o "$T/back.ckpt"
+    incv3-step --eval -c "$T/back.ckpt" "$T/t.tz" -o "$T/b.tz"
+    cmp "$T/a.tz" "$T/b.tz"
+    incv3-ckpt export "$T/back.ckpt" "$T/back.safetensors"
+    cmp "$T/m.safetensors" "$T/back.safetensors"
+    run incv3-ckpt info "$T/m.ckpt"
+    assert_line "classes 10"
+    assert_line "width 0.125"
+    assert_line "step 2"
+}
+
+@test "full-width parameter counts are those of DESIGN §4" {
+    incv3-ckpt init -o "$T/k10.ckpt"
+    incv3-ckpt init --classes 100 -o "$T/k100.ckpt"
+    run incv3-ckpt info "$T/k10.ckpt"
+    assert_line "parameters 22133738"
+    assert_line "batchnorms 94"
+    run incv3-ckpt info "$T/k100.ckpt"
+    assert_line "parameters 22318148"
+}
+
+@test "a checkpoint is resumed: two halves give the weights of one whole run" {
+    cifar-decode -b 16 --limit 64 --shuffle 4 "$TRAIN" -o "$T/data.tz"
+    incv3-step -c "$T/whole.ckpt" --width 0.125 --log /dev/null "$T/data.tz"
+    # stop after 2 of 4 steps (save-every 2, then kill), start again with the same command
+    incv3-step -c "$T/half.ckpt" --width 0.125 --save-every 2 --log "$T/log" "$T/data.tz" &
+    pid=$!
+    while ! grep -q '"step":2,' "$T/log" 2>/dev/null; do sleep 0.05; done
+    sleep 0.5
+    kill -9 $pid || true
+    wait $pid || true
+    run incv3-ckpt info "$T/half.ckpt"
+    assert_line --regexp "^step [234]$"
+    incv3-step -c "$T/half.ckpt" --width 0.125 --log /dev/null "$T/data.tz"
+    [ "$(digest "$T/whole.ckpt")" = "$(digest "$T/half.ckpt")" ]
+}
+
+@test "evaluate: accuracy, loss, per-class accuracy and confusion matrix, --json" {
+    "$PY" - "$T/l.tz" <<'PYEOF'
+import sys, numpy as np
+sys.path.insert(0, "tests/helpers")
+from streams import record, END
+logits = np.full((4, 3), -5.0, np.float32)
+logits[0, 0] = logits[1, 1] = logits[2, 1] = logits[3, 2] = 5.0   # predictions 0 1 1 2
+y = np.array([0, 1, 2, 2], np.int64)
+open(sys.argv[1], "wb").write(record("logits", logits) + record("y", y) + END)
+PYEOF
+    printf 'cat\ndog\nfrog\n' > "$T/names"
+    run evaluate --names "$T/names" "$T/l.tz"
+    assert_success
+    assert_line "top-1 75.00%"
+    assert_line "top-5 100.00%"
+    assert_line --regexp "^  frog +50.00%"
+    run evaluate --json "$T/l.tz"
+    assert_output --partial '"images":4,"top1":0.750000,"top5":1.000000'
+    assert_output --partial '"confusion":[[1,0,0],[0,1,0],[0,1,1]]'
+}
+
+@test "PyTorch names: a safetensors export loads into the PyTorch model strictly" {
+    "$PY" -c "import torch" 2>/dev/null || skip "python3-torch is not installed"
+    incv3-ckpt init --width 0.25 --aux --seed 1 -o "$T/m.ckpt"
+    incv3-ckpt export "$T/m.ckpt" "$T/m.safetensors"
+    run "$PY" - "$T/m.safetensors" <<'PYEOF'
+import sys, json, struct, torch
+sys.path.insert(0, "tests/pytorch")
+from inceptionv3 import InceptionV3
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+state = {}
+for k, v in header.items():
+    if k == "__metadata__": continue
+    a, b = v["data_offsets"]
+    dt = torch.float32 if v["dtype"] == "F32" else torch.int64
+    state[k] = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=dt).reshape(v["shape"])
+model = InceptionV3(10, 0.25, aux=True)
+model.load_state_dict(state, strict=True)
+print("loaded", len(state))
+PYEOF
+    assert_success
+    assert_output --regexp "^loaded [0-9]+$"
+}
+
+@test "a PyTorch state_dict saved as safetensors imports and trains" {
+    "$PY" -c "import torch" 2>/dev/null || skip "python3-torch is not installed"
+    "$PY" - "$T/pt.safetensors" <<'PYEOF'
+import sys, json, struct, torch
+sys.path.insert(0, "tests/pytorch")
+from inceptionv3 import InceptionV3
+torch.manual_seed(0)
+sd = InceptionV3(10, 0.125).state_dict()
+header, blobs, off = {}, [], 0
+for k, v in sd.items():
+    b = v.contiguous().numpy().tobytes()
+    header[k] = {"dtype": "F32" if v.dtype == torch.float32 else "I64", "shape": list(v.shape),
+                 "data_offsets": [off, off + len(b)]}
+    blobs.append(b); off += len(b)
+h = json.dumps(header).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+PYEOF
+    incv3-ckpt import --width 0.125 "$T/pt.safetensors" -o "$T/m.ckpt"
+    run bash -c "cifar-decode -b 16 --limit 32 '$TRAIN' | incv3-step -c '$T/m.ckpt' | tail -1"
+    assert_success
+    assert_output --partial '"event":"train_epoch"'
+}
+
+@test "a loss that becomes NaN stops training and leaves the last checkpoint untouched" {
+    cifar-decode -b 16 --limit 32 "$TRAIN" | incv3-step -c "$T/m.ckpt" --width 0.125 --log /dev/null
+    cp "$T/m.ckpt" "$T/before.ckpt"
+    "$PY" - "$T/nan.tz" <<'PYEOF'
+import sys, numpy as np
+sys.path.insert(0, "tests/helpers")
+from streams import record, END
+x = np.zeros((4, 3, 32, 32), np.float32); x[1, 0, 5, 5] = np.nan
+open(sys.argv[1], "wb").write(record("x", x) + record("y", np.arange(4, dtype=np.int64)) + END)
+PYEOF
+    run incv3-step -c "$T/m.ckpt" --log /dev/null "$T/nan.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
+    assert_output --partial "loss is NaN"
+    cmp "$T/m.ckpt" "$T/before.ckpt"
+}
+
+@test "bad input to incv3-step: wrong shapes, labels out of range, missing checkpoint" {
+    "$PY" - "$T" <<'PYEOF'
+import sys, numpy as np
+sys.path.insert(0, "tests/helpers")
+from streams import record, END
+d = sys.argv[1]
+open(d + "/shape.tz", "wb").write(record("x", np.zeros((2, 3, 16, 16), np.uint8)) + record("y", np.zeros(2, np.int64)) + END)
+open(d + "/label.tz", "wb").write(record("x", np.zeros((2, 3, 32, 32), np.uint8)) + record("y", np.array([1, 10], np.int64)) + END)
+PYEOF
+    run incv3-step -c "$T/m.ckpt" --width 0.125 "$T/shape.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
+    assert_output --partial "dimension 2 is 16"
+    run incv3-step -c "$T/m.ckpt" --width 0.125 "$T/label.tz"
+    assert_failure 1
+    assert_output --partial "label 10"
+    [ ! -e "$T/m.ckpt" ]
+    run incv3-step --eval -c "$T/none.ckpt" "$T/shape.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
+    for args in "" "-c x --lr abc" "-c x --schedule linear" "-c x --bogus" "-c x --reinit-classifier"; do
+        run incv3-step $args
+        assert_failure 2
+        assert_one_line_error incv3-step
+    done
+}
+
+@test "checkpoints of another shape or kind are refused with the tensor named" {
+    incv3-ckpt init --width 0.125 -o "$T/a.ckpt"
+    incv3-ckpt export "$T/a.ckpt" "$T/a.safetensors"
+    run incv3-ckpt import --width 0.25 "$T/a.safetensors" -o "$T/b.ckpt"
+    assert_failure 1
+    assert_one_line_error incv3-ckpt
+    assert_output --partial "Conv2d_1a_3x3.conv.weight"
+    [ ! -e "$T/b.ckpt" ]
+    make_cifar "$T/x.bin" 2
+    run incv3-ckpt info "$T/x.bin"
+    assert_failure 1
+    assert_one_line_error incv3-ckpt
+}
