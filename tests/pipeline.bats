@@ -1,0 +1,125 @@
+#!/usr/bin/env bats
+# pipelines/train and run_incv3: a tiny run end to end, resume after a kill,
+# the launcher's flags, swapping and tapping stages, fine-tuning.
+
+load helpers/common
+
+tiny=(--data "$SAMPLE" --width 0.125 --batch 32 --limit 256 --test-limit 100 --save-every 2)
+
+weights() { incv3-ckpt export "$1" "$2"; }
+
+@test "a tiny run: log, checkpoints, curves and accuracy" {
+    train "${tiny[@]}" --epochs 2 --run "$T/run"
+    for f in log.jsonl last.ckpt best.ckpt eval.json loss.png accuracy.png; do [ -s "$T/run/$f" ]; done
+    [ "$(grep -c '"event":"step"' "$T/run/log.jsonl")" -eq 16 ]
+    [ "$(grep -c '"event":"epoch"' "$T/run/log.jsonl")" -eq 2 ]
+    run grep '"event":"epoch","epoch":1,' "$T/run/log.jsonl"
+    assert_output --regexp '"test_accuracy":0\.[0-9]+,"test_top5":[01]\.[0-9]+,"test_loss":[0-9.]+'
+    grep -q '"images":100,' "$T/run/eval.json"
+    run file "$T/run/loss.png" "$T/run/accuracy.png"
+    assert_line --regexp "loss.png: +PNG image data, 800 x 500"
+    assert_line --regexp "accuracy.png: +PNG image data, 800 x 500"
+    run incv3-ckpt info "$T/run/last.ckpt"
+    assert_line "step 16"
+    # the same command again has nothing left to do
+    cp "$T/run/log.jsonl" "$T/log.before"
+    train "${tiny[@]}" --epochs 2 --run "$T/run"
+    [ "$(grep -c '"event":"epoch"' "$T/run/log.jsonl")" -eq 2 ]
+}
+
+@test "a run killed mid-epoch and started again ends with the weights of an uninterrupted run" {
+    train "${tiny[@]}" --epochs 2 --run "$T/whole"
+    train "${tiny[@]}" --epochs 2 --run "$T/cut" &
+    pid=$!
+    # wait for the checkpoint of step 10 (epoch 1, step 2 of 8), then kill the whole pipeline
+    until [ -f "$T/cut/log.jsonl" ] && grep -q '"step":11,' "$T/cut/log.jsonl"; do sleep 0.05; done
+    pkill -9 -P $pid || true
+    kill -9 $pid 2>/dev/null || true
+    pkill -9 -f "incv3-step -c $T/cut" || true
+    wait $pid 2>/dev/null || true
+    run incv3-ckpt info "$T/cut/last.ckpt"
+    assert_line --regexp "^step (10|11|12)$"
+    train "${tiny[@]}" --epochs 2 --run "$T/cut"
+    weights "$T/whole/last.ckpt" "$T/a.st"
+    weights "$T/cut/last.ckpt" "$T/b.st"
+    cmp "$T/a.st" "$T/b.st"
+}
+
+@test "the launcher's flags map onto the pipeline" {
+    run_incv3 --dataset_path "$SAMPLE" --model_name inceptionv3 --batch_size 16 --epoch 1 \
+        --device cpu --autocast False --distributed False --lr 0.02 --warm 0 \
+        -- --width 0.125 --limit 64 --test-limit 50 --run "$T/one"
+    [ "$(grep -c '"event":"step"' "$T/one/log.jsonl")" -eq 4 ]
+    grep -q '"lr":0.02,' "$T/one/log.jsonl"
+    [ "$(grep -c '"event":"epoch"' "$T/one/log.jsonl")" -eq 1 ]
+    # two workers: global batch 32, linear scaling 0.1 * 32 / 128 = 0.025 after warm-up
+    run_incv3 --nproc_per_node 2 --dataset_path "$SAMPLE" --batch_size 16 --epoch 1 --warm 0 \
+        --distributed True -- --width 0.125 --limit 64 --test-limit 50 --run "$T/two"
+    [ "$(grep -c '"event":"step"' "$T/two/log.jsonl")" -eq 2 ]
+    grep -q '"lr":0.025,' "$T/two/log.jsonl"
+}
+
+@test "bad flags exit 2; a missing dataset exits 1; both say why" {
+    for args in "--device cuda" "--autocast True" "--model_name resnet50" "--nproc_per_node 2" \
+                "--distributed maybe" "--bogus 1"; do
+        run run_incv3 --dataset_path "$SAMPLE" $args
+        assert_failure 2
+        assert_output --regexp "^run_incv3: "
+    done
+    run run_incv3 --dataset_path "$T/nowhere"
+    assert_failure 1
+    assert_output --partial "does not exist"
+    run train --data "$T/nowhere"
+    assert_failure 1
+    run train --data "$SAMPLE" --epochs many
+    assert_failure 2
+    mkdir "$T/empty"
+    run train --data "$T/empty"
+    assert_failure 1
+    assert_output --partial "no data_batch"
+}
+
+@test "the augmentation stage can be a Python filter or cat, and both train" {
+    train "${tiny[@]}" --epochs 1 --run "$T/py" --augment "$PY $ROOT/examples/augment.py --flip --crop 2"
+    train "${tiny[@]}" --epochs 1 --run "$T/cat" --augment cat
+    for r in py cat; do grep -q '"event":"epoch","epoch":0' "$T/$r/log.jsonl"; done
+    # the three stages give three different streams from the same input
+    cifar-decode --raw -b 32 --limit 64 "$SAMPLE/data_batch_1.bin.zst" -o "$T/in.tz"
+    augment --crop 4 --flip --rotate 15 "$T/in.tz" -o "$T/a.tz"
+    "$PY" "$ROOT/examples/augment.py" --flip --crop 2 < "$T/in.tz" > "$T/p.tz"
+    cat "$T/in.tz" > "$T/c.tz"
+    a=$(raw_stream "$T/a.tz" | sha256sum) p=$(raw_stream "$T/p.tz" | sha256sum) c=$(raw_stream "$T/c.tz" | sha256sum)
+    [ "$a" != "$p" ] && [ "$a" != "$c" ] && [ "$p" != "$c" ]
+    # and the Python stage's output is a valid stream the tools read
+    run bash -c "tensor ls '$T/p.tz' | grep -c '^x '"
+    assert_output 2
+}
+
+@test "a tapped stream is what the next stage consumed; its PNG grid is valid" {
+    incv3-ckpt init --width 0.125 -o "$T/m.ckpt"
+    cifar-decode -b 16 --limit 32 --shuffle 1 --epoch 3 "$SAMPLE/data_batch_1.bin.zst" \
+        | augment --crop 4 --flip --rotate 15 --normalize cifar10 --seed 1 --epoch 3 \
+        | tee "$T/tap.tz" | incv3-step --eval -c "$T/m.ckpt" -o "$T/live.tz"
+    incv3-step --eval -c "$T/m.ckpt" "$T/tap.tz" -o "$T/replay.tz"
+    [ "$(raw_stream "$T/live.tz" | sha256sum)" = "$(raw_stream "$T/replay.tz" | sha256sum)" ]
+    cifar-decode -b 16 --limit 32 --shuffle 1 --epoch 3 "$SAMPLE/data_batch_1.bin.zst" \
+        | augment --crop 4 --flip --rotate 15 --normalize cifar10 --seed 1 --epoch 3 > "$T/again.tz"
+    [ "$(raw_stream "$T/tap.tz" | sha256sum)" = "$(raw_stream "$T/again.tz" | sha256sum)" ]
+    tensor png --normalize cifar10 -o "$T/tap.png" "$T/tap.tz"
+    run file "$T/tap.png"
+    assert_output --partial "PNG image data, 261 x 261"
+}
+
+@test "fine-tuning from a K=100 checkpoint to K=10 keeps every other tensor and trains" {
+    incv3-ckpt init --classes 100 --width 0.125 --seed 4 -o "$T/c100.ckpt"
+    incv3-ckpt export "$T/c100.ckpt" "$T/c100.safetensors"
+    incv3-ckpt import "$T/c100.safetensors" --classes 10 --reinit-classifier -o "$T/c10.ckpt"
+    run incv3-ckpt info "$T/c10.ckpt"
+    assert_line "classes 10"
+    incv3-ckpt export "$T/c10.ckpt" "$T/c10.safetensors"
+    run "$PY" "$HELPERS/compare_weights.py" "$T/c100.safetensors" "$T/c10.safetensors" --skip linear.
+    assert_success
+    assert_output --partial "largest relative difference 0"
+    train "${tiny[@]}" --epochs 1 --run "$T/ft" --init "$T/c100.safetensors" --reinit-classifier
+    grep -q '"event":"epoch","epoch":0' "$T/ft/log.jsonl"
+}
