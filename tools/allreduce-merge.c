@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const char USAGE[] =
-    "usage: allreduce-merge [--mpi] IN0,IN1,... OUT0,OUT1,...\n"
+    "usage: allreduce-merge [--mpi] [--rounds R] IN0,IN1,... OUT0,OUT1,...\n"
     "Read one record from every input in turn (all alike in name, dtype and shape),\n"
     "write the element-wise mean of the f32 ones (summed in input order, so the result\n"
     "is reproducible) to every output; other dtypes must agree and pass as they are.\n"
@@ -17,6 +17,8 @@ static const char USAGE[] =
     "which in turn stops every worker.\n"
     "      --mpi        also average across MPI ranks (MPI_Allreduce); every rank runs\n"
     "                   one merger over its local workers\n"
+    "      --rounds R   serve R rounds (epochs): when every input has ended, open the\n"
+    "                   inputs and outputs again for the next round (1)\n"
     "  -h, --help  --version\n";
 
 static int split(char *list, char **out, int max) {
@@ -28,43 +30,19 @@ static int split(char *list, char **out, int max) {
     return n;
 }
 
-int main(int argc, char **argv) {
-    tool_init("allreduce-merge", argc, argv);
-    static const struct option longopts[] = {
-        { "mpi", no_argument, 0, 'm' }, { "help", no_argument, 0, 'h' },
-        { "version", no_argument, 0, 'V' }, { 0 } };
-    int use_mpi = 0, c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': use_mpi = 1; break;
-        case 'h': fputs(USAGE, stdout); return 0;
-        case 'V': print_version();
-        default: bad_option(argv);
-        }
-    }
-    if (argc - optind != 2) usage_die("need the input list and the output list (see --help)");
-    enum { MAX_WORKERS = 256 };
-    char *in_paths[MAX_WORKERS], *out_paths[MAX_WORKERS];
-    int n = split(argv[optind], in_paths, MAX_WORKERS);
-    if (split(argv[optind + 1], out_paths, MAX_WORKERS) != n)
-        usage_die("%d inputs but a different number of outputs", n);
-    if (n < 1) usage_die("no workers");
-    Reducer red;
-    reducer_init(&red, use_mpi, &argc, &argv);
-
+/* One round: open every input, then every output (the order in which workers
+ * open their ends), merge until all inputs end, close. */
+static void merge_round(int n, char **in_paths, char **out_paths, Reducer *red, Record *r) {
     StreamReader **in = xcalloc(n, sizeof *in);
     StreamWriter **out = xcalloc(n, sizeof *out);
     FILE **out_files = xcalloc(n, sizeof *out_files);
-    /* the workers open their outputs first, then their inputs: same order here */
     for (int i = 0; i < n; i++) in[i] = sr_open_path(in_paths[i]);
     for (int i = 0; i < n; i++) {
         if (!(out_files[i] = fopen(out_paths[i], "wb"))) die("cannot open %s: %s", out_paths[i], strerror(errno));
         out[i] = sw_open(out_files[i], out_paths[i], 1, 0);
     }
-    Record *r = xcalloc(n, sizeof *r);
-    float *sum = NULL;
-    size_t cap = 0;
+    static float *sum;
+    static size_t cap;
     for (;;) {
         int ended = 0;
         for (int i = 0; i < n; i++) ended += !sr_next(in[i], &r[i]);
@@ -86,7 +64,7 @@ int main(int argc, char **argv) {
                 const float *x = r[i].data;
                 for (size_t k = 0; k < len; k++) sum[k] += x[k];
             }
-            int total = reducer_sum(&red, sum, len, n);
+            int total = reducer_sum(red, sum, len, n);
             float inv = 1.0f / (float)total;
             for (size_t k = 0; k < len; k++) sum[k] *= inv;
             memcpy(r[0].data, sum, len * sizeof *sum);
@@ -94,6 +72,39 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++) sw_write_record(out[i], &r[0]);
     }
     for (int i = 0; i < n; i++) { sw_close(out[i]); fclose(out_files[i]); sr_close(in[i]); }
+    free(in); free(out); free(out_files);
+}
+
+int main(int argc, char **argv) {
+    tool_init("allreduce-merge", argc, argv);
+    static const struct option longopts[] = {
+        { "mpi", no_argument, 0, 'm' }, { "rounds", required_argument, 0, 'r' },
+        { "help", no_argument, 0, 'h' },
+        { "version", no_argument, 0, 'V' }, { 0 } };
+    int use_mpi = 0, c;
+    long long rounds = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': use_mpi = 1; break;
+        case 'r': rounds = parse_ll("--rounds", optarg, 1, 1 << 30); break;
+        case 'h': fputs(USAGE, stdout); return 0;
+        case 'V': print_version();
+        default: bad_option(argv);
+        }
+    }
+    if (argc - optind != 2) usage_die("need the input list and the output list (see --help)");
+    enum { MAX_WORKERS = 256 };
+    char *in_paths[MAX_WORKERS], *out_paths[MAX_WORKERS];
+    int n = split(argv[optind], in_paths, MAX_WORKERS);
+    if (split(argv[optind + 1], out_paths, MAX_WORKERS) != n)
+        usage_die("%d inputs but a different number of outputs", n);
+    if (n < 1) usage_die("no workers");
+    Reducer red;
+    reducer_init(&red, use_mpi, &argc, &argv);
+
+    Record *r = xcalloc(n, sizeof *r);
+    for (long long round = 0; round < rounds; round++) merge_round(n, in_paths, out_paths, &red, r);
     reducer_finish(&red);
     return 0;
 }
