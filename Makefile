@@ -25,7 +25,7 @@ LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
 .PHONY: all deps test-deps test check unit bats demo bench install clean
-all: $(TOOLS:%=$(BUILD)/%) $(UNIT)
+all: $(TOOLS:%=$(BUILD)/%) $(UNIT) $(BUILD)/bench-sgemm
 
 # Missing Debian packages are installed (as root); nothing happens when all are there.
 deps:
@@ -40,6 +40,8 @@ $(BUILD)/libincv3.a: $(LIB_OBJ)
 $(BUILD)/%: tools/%.c $(BUILD)/libincv3.a $(wildcard lib/*.h)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libincv3.a $(wildcard lib/*.h) | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
+$(BUILD)/bench-sgemm: bench/sgemm.c $(BUILD)/libincv3.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
 $(BUILD)/lib $(BUILD)/tests:
 	mkdir -p $@

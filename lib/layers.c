@@ -1,5 +1,6 @@
 /* layers.c - see layers.h for layout and conventions. */
 #include "layers.h"
+#include "profile.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -92,7 +93,9 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
     int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
+        prof_push(PROF_IM2COL);
         im2col(scratch, in, cs, N, H, W, n0, nc, Ho, Wo);
+        prof_pop();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, nc * Ho * Wo, K, 1.0f,
                     weight, K, scratch, nc * Ho * Wo, 0.0f, out + (int64_t)n0 * Ho * Wo, L);
     }
@@ -116,13 +119,17 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
         int nc = N - n0 < step ? N - n0 : step;
         int64_t Lc = (int64_t)nc * Ho * Wo;
         const float *dchunk = dout + (int64_t)n0 * Ho * Wo;
+        prof_push(PROF_IM2COL);
         im2col(col, in, cs, N, H, W, n0, nc, Ho, Wo);
+        prof_pop();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, K, Lc, 1.0f,
                     dchunk, L, col, Lc, 1.0f, dweight, K);
         if (!din) continue;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, Lc, cs->cout, 1.0f,
                     weight, K, dchunk, L, 0.0f, dcol, Lc);
+        prof_push(PROF_IM2COL);
         col2im(din, dcol, cs, N, H, W, n0, nc, Ho, Wo);
+        prof_pop();
     }
 }
 

@@ -1,5 +1,6 @@
 /* model.c - graph construction, forward, backward and SGD for InceptionV3. */
 #include "model.h"
+#include "profile.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@ int scale_channels(int c, double width) {
 static int add_tensor(Model *m, int C, int H, int W, int root, int choff) {
     m->tensors = xrealloc(m->tensors, (m->ntensors + 1) * sizeof *m->tensors);
     Tensor *t = &m->tensors[m->ntensors];
-    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0 };
+    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0, 0, -1 };
     if (root < 0) { t->offset = m->act_per_image; m->act_per_image += (size_t)C * H * W; }
     return m->ntensors++;
 }
@@ -193,6 +194,49 @@ static int inception_e(Model *m, const char *b, int x) {
     return out;
 }
 
+/* Gradient buffers live only while backward needs them. Backward runs in
+ * events: 0 is the head, then op i at event nops - i. A root's gradient is
+ * live from the first event that accumulates into it (a consumer's backward)
+ * to the last that reads it (a producer's backward); buffers whose lives do
+ * not overlap share memory (first fit, by start). */
+static void plan_gradients(Model *m) {
+    int n = m->ntensors, *start = xmalloc(n * sizeof *start), *end = xmalloc(n * sizeof *end);
+    for (int t = 0; t < n; t++) { start[t] = -1; end[t] = -1; }
+    start[m->tensors[m->features].root] = 0;
+    if (m->aux_input >= 0) start[m->tensors[m->aux_input].root] = 0;
+    for (int i = m->nops - 1; i >= 0; i--) {       /* events in increasing order */
+        int ev = m->nops - i, in = m->tensors[m->ops[i].in].root, out = m->tensors[m->ops[i].out].root;
+        if (in != m->input && start[in] < 0) start[in] = ev;
+        if (ev > end[out]) end[out] = ev;
+    }
+    typedef struct { size_t off, size; int end; } Block;
+    Block *live = xmalloc(n * sizeof *live);
+    int nlive = 0;
+    m->grad_per_image = 0;
+    for (int ev = 0; ev <= m->nops; ev++)
+        for (int t = 0; t < n; t++) {
+            if (start[t] != ev || m->tensors[t].root != t) continue;
+            int k = 0;                               /* drop buffers dead before ev */
+            for (int j = 0; j < nlive; j++) if (live[j].end >= ev) live[k++] = live[j];
+            nlive = k;
+            Tensor *r = &m->tensors[t];
+            size_t size = (size_t)r->C * r->H * r->W, off = 0;
+            for (int moved = 1; moved;) {            /* lowest gap that fits */
+                moved = 0;
+                for (int j = 0; j < nlive; j++)
+                    if (off < live[j].off + live[j].size && live[j].off < off + size) {
+                        off = live[j].off + live[j].size;
+                        moved = 1;
+                    }
+            }
+            r->grad_offset = off;
+            r->grad_start = ev;
+            live[nlive++] = (Block){ off, size, end[t] < ev ? ev : end[t] };
+            if (off + size > m->grad_per_image) m->grad_per_image = off + size;
+        }
+    free(live); free(start); free(end);
+}
+
 Model *model_create(const ModelConfig *cfg) {
     if (cfg->classes < 1 || !(cfg->width > 0) || cfg->width > 4)
         die("invalid model: %d classes, width %g", cfg->classes, cfg->width);
@@ -231,6 +275,7 @@ Model *model_create(const ModelConfig *cfg) {
         m->aux_w = add_param(m, "AuxLogits.fc.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, ca });
         m->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
     }
+    plan_gradients(m);
     m->params = xcalloc(m->nparam_floats, sizeof *m->params);
     m->grads = xcalloc(m->nparam_floats, sizeof *m->grads);
     m->momentum = xcalloc(m->nparam_floats, sizeof *m->momentum);
@@ -303,7 +348,7 @@ static size_t bn_channels(const Model *m) {
 
 size_t model_batch_bytes(const Model *m, int N) {
     size_t C = m->tensors[m->features].C, K = m->cfg.classes;
-    size_t floats = (2 * m->act_per_image + m->xhat_per_image) * N + scratch_need(m, N) +
+    size_t floats = (m->act_per_image + m->grad_per_image + m->xhat_per_image) * N + scratch_need(m, N) +
                     2 * bn_channels(m) * N + 4 * C * N + 4 * K * N;
     return floats * sizeof(float) + C * N;
 }
@@ -316,7 +361,7 @@ static void ensure_capacity(Model *m, int N) {
     free(m->logits); free(m->dlogits); free(m->drop_mask);
     free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
     m->acts = xmalloc(m->act_per_image * N * sizeof(float));
-    m->dacts = xmalloc(m->act_per_image * N * sizeof(float));
+    m->dacts = xmalloc(m->grad_per_image * N * sizeof(float));
     m->xhat = xmalloc(m->xhat_per_image * N * sizeof(float));
     m->scratch_floats = scratch_need(m, N);
     m->scratch = xmalloc(m->scratch_floats * sizeof(float));
@@ -335,10 +380,18 @@ static void ensure_capacity(Model *m, int N) {
     m->capacity = N;
 }
 
-/* Address of tensor t of a batch of N images in arena (acts or dacts). */
+/* Address of tensor t of a batch of N images. */
 static float *tensor_at(const Model *m, float *arena, int t, int N) {
     const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
     return arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
+}
+
+/* Address of the gradient of tensor t; zeroed first when event ev starts it. */
+static float *grad_at(const Model *m, int t, int N, int ev) {
+    const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
+    float *root = m->dacts + r->grad_offset * N;
+    if (r->grad_start == ev) memset(root, 0, (size_t)r->C * r->H * r->W * N * sizeof *root);
+    return root + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
 /* x [N,3,32,32] (NCHW) into the input tensor [3, N, 32, 32] */
@@ -364,7 +417,10 @@ static void forward_ops(Model *m, int N, int train, int groups) {
             float *y = m->xhat + op->xhat_offset * N;
             float *rm = m->buffers + bn->offset, *rv = rm + bn->channels;
             int64_t M = (int64_t)N * to->H * to->W;
+            prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             conv_forward(y, in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
+            prof_pop();
+            prof_push(PROF_BN_RELU);
             if (train) {
                 size_t bn_base = (bn->offset / 2) * groups;
                 bn_relu_forward_train(y, out, P(m, op->gamma), P(m, op->beta), m->bn_mean + bn_base,
@@ -375,10 +431,14 @@ static void forward_ops(Model *m, int N, int train, int groups) {
                 bn_relu_forward_eval(y, out, P(m, op->gamma), P(m, op->beta), rm, rv,
                                      bn->channels, M, BN_EPS);
             }
-        } else if (op->kind == OP_MAXPOOL) {
-            maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            prof_pop();
         } else {
-            avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            prof_push(PROF_POOL);
+            if (op->kind == OP_MAXPOOL)
+                maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            else
+                avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            prof_pop();
         }
     }
 }
@@ -388,22 +448,28 @@ static void backward_ops(Model *m, int N, int groups) {
         const Op *op = &m->ops[i];
         const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
         float *in = tensor_at(m, m->acts, op->in, N), *out = tensor_at(m, m->acts, op->out, N);
-        float *din = op->in == m->input ? NULL : tensor_at(m, m->dacts, op->in, N);
-        float *dout = tensor_at(m, m->dacts, op->out, N);
+        int ev = m->nops - i;
+        float *dout = grad_at(m, op->out, N, ev);
+        float *din = op->in == m->input ? NULL : grad_at(m, op->in, N, ev);
         if (op->kind == OP_CONV) {
             const BatchNorm *bn = &m->bns[op->bn];
             float *xhat = m->xhat + op->xhat_offset * N;
+            prof_push(PROF_BN_RELU);
             bn_relu_backward(xhat, G(m, op->gamma), G(m, op->beta), dout, out, P(m, op->gamma),
                              m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
+            prof_pop();
+            prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             conv_backward(din, G(m, op->weight), xhat, in, P(m, op->weight), &op->cs, N, ti->H,
                           ti->W, m->scratch);
-        } else if (!din) {
-            continue;
-        } else if (op->kind == OP_MAXPOOL) {
-            maxpool_backward(din, dout, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
-        } else {
-            avgpool_backward(din, dout, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            prof_pop();
+        } else if (din) {
+            prof_push(PROF_POOL);
+            if (op->kind == OP_MAXPOOL)
+                maxpool_backward(din, dout, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            else
+                avgpool_backward(din, dout, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            prof_pop();
         }
     }
 }
@@ -413,9 +479,12 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     if (groups < 1 || N % groups) die("batch of %d images does not split into %d BN groups", N, groups);
     if (N / groups < 2) die("batch norm in training needs at least 2 images per group (got %d)", N / groups);
     ensure_capacity(m, N);
+    prof_push(PROF_INPUT);
     load_input(m, x, N);
+    prof_pop();
     forward_ops(m, N, 1, groups);
 
+    prof_push(PROF_HEAD);
     const Tensor *tf = &m->tensors[m->features];
     int C = tf->C, K = m->cfg.classes, HW = tf->H * tf->W;
     gap_forward(m->feat, tensor_at(m, m->acts, m->features, N), C, N, HW);
@@ -425,12 +494,11 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     if (logits_out) memcpy(logits_out, m->logits, (size_t)N * K * sizeof *logits_out);
 
     memset(m->grads, 0, m->nparam_floats * sizeof *m->grads);
-    memset(m->dacts, 0, m->act_per_image * N * sizeof *m->dacts);
     memset(m->dfeat, 0, (size_t)C * N * sizeof *m->dfeat);
     linear_backward(m->dfeat, G(m, m->linear_w), G(m, m->linear_b), m->dlogits, m->feat,
                     P(m, m->linear_w), C, N, K);
     if (m->cfg.dropout > 0) dropout_backward(m->dfeat, m->drop_mask, (int64_t)C * N, m->cfg.dropout);
-    gap_backward(tensor_at(m, m->dacts, m->features, N), m->dfeat, C, N, HW);
+    gap_backward(grad_at(m, m->features, N, 0), m->dfeat, C, N, HW);
 
     if (m->aux_input >= 0) {
         const Tensor *ta = &m->tensors[m->aux_input];
@@ -441,8 +509,9 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
         memset(m->daux_feat, 0, (size_t)Ca * N * sizeof *m->daux_feat);
         linear_backward(m->daux_feat, G(m, m->aux_w), G(m, m->aux_b), m->daux_logits, m->aux_feat,
                         P(m, m->aux_w), Ca, N, K);
-        gap_backward(tensor_at(m, m->dacts, m->aux_input, N), m->daux_feat, Ca, N, HWa);
+        gap_backward(grad_at(m, m->aux_input, N, 0), m->daux_feat, Ca, N, HWa);
     }
+    prof_pop();
     backward_ops(m, N, groups);
     return loss;
 }
@@ -458,5 +527,7 @@ void model_eval(Model *m, const float *x, int N, float *logits) {
 }
 
 void model_sgd(Model *m, float lr, float momentum, float weight_decay) {
+    prof_push(PROF_OPTIMIZER);
     sgd_update(m->params, m->grads, m->momentum, m->nparam_floats, lr, momentum, weight_decay);
+    prof_pop();
 }

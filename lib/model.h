@@ -37,6 +37,8 @@ typedef struct {
     int C, H, W;
     int root, choff;          /* storage: channels [choff, choff+C) of tensor root */
     size_t offset;            /* roots: floats per image into the activation arena */
+    size_t grad_offset;       /* roots: floats per image into the gradient arena */
+    int grad_start;           /* roots: backward event that first writes the gradient, -1: none */
 } Tensor;
 
 typedef struct {
@@ -55,7 +57,7 @@ typedef struct {
     Op *ops; int nops;
     int input, features, aux_input;          /* tensor ids */
     int linear_w, linear_b, aux_w, aux_b;    /* param ids of the classifiers */
-    size_t nparam_floats, nbuffer_floats, act_per_image, xhat_per_image;
+    size_t nparam_floats, nbuffer_floats, act_per_image, xhat_per_image, grad_per_image;
     float *params, *grads, *momentum, *buffers;   /* buffers: BN running statistics */
     /* per-batch storage, grown to the largest batch seen */
     int capacity;

@@ -1,6 +1,7 @@
 /* incv3-step - the trainer: a filter from batches to metrics (or logits with --eval). */
 #include "augment.h"
 #include "checkpoint.h"
+#include "profile.h"
 #include "schedule.h"
 #include "stream.h"
 #include "util.h"
@@ -30,6 +31,7 @@ static const char USAGE[] =
     "      --no-save               never write the checkpoint (other workers)\n"
     "      --log FILE              JSON lines to FILE instead of stdout\n"
     "      --threads T             OpenBLAS/OpenMP threads  --quiet  no progress bar\n"
+    "      --profile               log where the time went, by layer kind, at the end\n"
     "      --eval                  forward only: emit logits [B,K] with y and idx passed on\n"
     "  -o, --output FILE  --level L  --raw    stream output options of --eval\n"
     "  -h, --help  --version\n";
@@ -37,7 +39,7 @@ static const char USAGE[] =
 enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OPT_LR, OPT_MOM,
        OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
        OPT_EXCH, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
-       OPT_RAW, OPT_VERSION };
+       OPT_RAW, OPT_PROFILE, OPT_VERSION };
 
 typedef struct {
     const char *ckpt, *init, *log, *out_path, *exchange;
@@ -66,6 +68,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         { "threads", required_argument, 0, OPT_THREADS }, { "quiet", no_argument, 0, OPT_QUIET },
         { "eval", no_argument, 0, OPT_EVAL }, { "output", required_argument, 0, 'o' },
         { "level", required_argument, 0, OPT_LEVEL }, { "raw", no_argument, 0, OPT_RAW },
+        { "profile", no_argument, 0, OPT_PROFILE },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
     *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4,
                     .sched = { SCHED_MULTISTEP, 0.1, 0.2, 1.0, 3, { 30, 60, 80 }, 50, 0 },
@@ -105,6 +108,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         case 'o': o->out_path = optarg; break;
         case OPT_LEVEL: o->level = parse_level(optarg); break;
         case OPT_RAW: o->raw = 1; break;
+        case OPT_PROFILE: prof_enabled = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);
         case OPT_VERSION: print_version();
         default: bad_option(argv);
@@ -251,7 +255,11 @@ int main(int argc, char **argv) {
     double loss_sum = 0, t_start = now_seconds();
     float *logits = NULL;
     size_t logits_cap = 0;
-    while (sr_next(in, &b.other)) {
+    for (;;) {
+        prof_push(PROF_STREAM_IO);
+        int more = sr_next(in, &b.other);
+        prof_pop();
+        if (!more) break;
         Record *r = &b.other;
         if (!strcmp(r->name, "meta") && r->dtype == DT_U8) {
             long long e = meta_number(r, "epoch"), nb = meta_number(r, "batches");
@@ -272,7 +280,9 @@ int main(int argc, char **argv) {
         b.have_x = 0;
         seen++;
         if (seen <= skip) { b.have_idx = 0; images_seen += (uint64_t)b.x.dims[0]; continue; }
+        prof_push(PROF_INPUT);
         int N = prepare_batch(&b, &o.norm, K);
+        prof_pop();
         if ((size_t)N * K > logits_cap) { logits_cap = (size_t)N * K; logits = xrealloc(logits, logits_cap * sizeof *logits); }
         if (o.eval) {
             model_eval(m, b.xf, N, logits);
@@ -300,9 +310,11 @@ int main(int argc, char **argv) {
         b.have_idx = 0;
         float metrics[2] = { (float)loss, (float)count_correct(logits, b.labels, N, K) / N };
         if (o.exchange) {
+            prof_push(PROF_EXCHANGE);
             exchange_one(&ex, "grads", m->grads, m->nparam_floats);
             exchange_one(&ex, "bn_stats", m->buffers, m->nbuffer_floats);
             exchange_one(&ex, "metrics", metrics, 2);
+            prof_pop();
         }
         if (!isfinite(metrics[0]))
             die("step %llu: loss is %s; stopping, %s keeps its last good state",
@@ -335,6 +347,7 @@ int main(int argc, char **argv) {
                     (unsigned long long)epoch, (unsigned long long)trained, loss_sum / trained,
                     (double)correct_sum / images, images / elapsed, elapsed);
         }
+        if (prof_enabled) prof_report(log);
         xfflush(log, o.log ? o.log : "stdout");
         if (o.log) fclose(log);
         if (o.exchange) {   /* hang up, then wait for the merger's end of stream */

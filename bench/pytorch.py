@@ -1,0 +1,41 @@
+"""Side by side: the PyTorch model of DESIGN §4 (tests/pytorch/inceptionv3.py),
+trained on the same batch size, thread count and model as incv3's benchmark, in
+its best CPU layout (channels_last). Prints one JSON line.
+    python3 bench/pytorch.py BATCH THREADS STEPS WIDTH"""
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
+from inceptionv3 import InceptionV3  # noqa: E402
+
+
+def main(batch, threads, steps, width):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = InceptionV3(10, width).to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(batch, 3, 32, 32).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    rates = []
+    for step in range(steps + 1):
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if step:                       # the first step warms up
+            rates.append(batch / (time.perf_counter() - t))
+    print(json.dumps({"framework": "pytorch " + torch.__version__, "batch": batch, "threads": threads,
+                      "images_per_s": statistics.median(rates),
+                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
