@@ -24,7 +24,7 @@ LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
-.PHONY: all deps test-deps test check unit bats demo bench install clean
+.PHONY: all deps test-deps test check check-asan unit bats demo bench fuzz install clean
 all: $(TOOLS:%=$(BUILD)/%) $(UNIT) $(BUILD)/bench-sgemm
 
 # Missing Debian packages are installed (as root); nothing happens when all are there.
@@ -49,11 +49,35 @@ $(BUILD)/lib $(BUILD)/tests:
 unit: all
 	@set -e; for t in $(UNIT); do $$t; done
 bats: all
-	bats tests/
+	INCV3_BUILD=$(BUILD) bats tests/
 test: unit bats
-# The README's test command: install what is missing, build, run every test.
+# The README's test command: install what is missing, build, run every test,
+# then all of them again under AddressSanitizer and UndefinedBehaviorSanitizer.
 check: test-deps
 	$(MAKE) test
+	$(MAKE) check-asan
+
+SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+check-asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -march=native $(SANITIZE)" LDFLAGS="-fopenmp $(SANITIZE)" test
+
+# libFuzzer (clang): each target for FUZZ_SECONDS from its committed seed corpus;
+# new finds land in build-fuzz/corpus-*, crashes in build-fuzz/crash-*.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := stream cifar safetensors
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ilib \
+              -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+build-fuzz/%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)
+	@mkdir -p build-fuzz
+	clang $(FUZZ_FLAGS) -fopenmp -o $@ $< $(LIB_SRC) $(LDLIBS)
+fuzz: test-deps $(FUZZ_TARGETS:%=build-fuzz/%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus-$$t; \
+	    echo "== fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	    (cd build-fuzz && ./$$t -max_total_time=$(FUZZ_SECONDS) -detect_leaks=0 -rss_limit_mb=4096 \
+	        -max_len=1048576 -print_final_stats=1 corpus-$$t ../tests/fuzz/corpus/$$t 2>&1 \
+	        | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR)" ); \
+	done
 
 # The README's main job: a real training on the embedded sample
 # (width 0.125, 8 epochs over its 4000 images: about 8 minutes on 2 cores).
@@ -75,4 +99,4 @@ install: all
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-asan build-fuzz

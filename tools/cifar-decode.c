@@ -1,4 +1,5 @@
 /* cifar-decode - CIFAR-10/100 binary batches to a tensor stream of batches. */
+#include "cifar.h"
 #include "stream.h"
 #include "util.h"
 #include <getopt.h>
@@ -63,36 +64,15 @@ int main(int argc, char **argv) {
     if (optind >= argc) usage_die("no input files (see --help)");
 
     /* Gather every record of every file, in order, validating as we go. */
-    const size_t rec_size = cifar100 ? 3074 : 3073, pixels = 3072;
-    const int classes = cifar100 ? (fine ? 100 : 20) : 10;
-    size_t total = 0, cap = 0;
-    unsigned char **recs = NULL;    /* pointers to each record's pixels */
-    int64_t *labels = NULL;
+    CifarSet set;
+    cifar_init(&set, cifar100, fine);
     for (int a = optind; a < argc; a++) {
         size_t len;
-        unsigned char *buf = read_whole_file(argv[a], &len);
-        if (len == 0) die("%s: empty file", argv[a]);
-        if (len % rec_size)
-            die("%s: size %zu is not a whole number of %zu-byte %s records", argv[a], len, rec_size,
-                cifar100 ? "CIFAR-100" : "CIFAR-10");
-        size_t n = len / rec_size;
-        if (total + n > cap) {
-            cap = (total + n) * 2;
-            recs = xrealloc(recs, cap * sizeof *recs);
-            labels = xrealloc(labels, cap * sizeof *labels);
-        }
-        for (size_t i = 0; i < n; i++) {
-            unsigned char *r = buf + i * rec_size;
-            int label = cifar100 ? r[fine ? 1 : 0] : r[0];
-            if (label >= classes)
-                die("%s: record %zu has %s label %d, outside 0..%d", argv[a], i,
-                    cifar100 ? (fine ? "fine" : "coarse") : "a", label, classes - 1);
-            recs[total + i] = r + (rec_size - pixels);
-            labels[total + i] = label;
-        }
-        total += n;   /* buf stays alive: recs point into it */
+        const unsigned char *buf = read_whole_file(argv[a], &len);   /* lives until exit */
+        cifar_add(&set, buf, len, argv[a]);
     }
-    size_t count = limit >= 0 && (size_t)limit < total ? (size_t)limit : total;
+    const size_t pixels = CIFAR_PIXELS;
+    size_t count = limit >= 0 && (size_t)limit < set.count ? (size_t)limit : set.count;
 
     size_t *order = xmalloc(count * sizeof *order);
     for (size_t i = 0; i < count; i++) order[i] = i;
@@ -113,7 +93,7 @@ int main(int argc, char **argv) {
     int mlen = snprintf(meta, sizeof meta,
                         "format=%s\nrecords=%zu\nbatches=%zu\nbatch_size=%lld\nepoch=%lld\nshard=%d/%d\n"
                         "classes=%d\n", cifar100 ? "cifar100" : "cifar10", count, batches, batch,
-                        epoch, shard_i, shard_n, classes);
+                        epoch, shard_i, shard_n, set.classes);
     int64_t mdim = mlen;
     sw_write(out.w, "meta", DT_U8, 1, &mdim, meta);
 
@@ -126,8 +106,8 @@ int main(int argc, char **argv) {
         size_t b = hi - lo;
         for (size_t i = 0; i < b; i++) {
             size_t r = order[lo + i];
-            memcpy(x + i * pixels, recs[r], pixels);
-            y[i] = labels[r];
+            memcpy(x + i * pixels, set.pixels[r], pixels);
+            y[i] = set.labels[r];
             idx[i] = (int64_t)r;
         }
         int64_t xd[4] = { (int64_t)b, 3, 32, 32 }, yd[1] = { (int64_t)b };

@@ -4,7 +4,7 @@ load '/usr/lib/bats/bats-support/load'
 load '/usr/lib/bats/bats-assert/load'
 
 ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
-export PATH="$ROOT/build:$ROOT/pipelines:$PATH"
+export PATH="$ROOT/${INCV3_BUILD:-build}:$ROOT/pipelines:$PATH"
 export INCV3_QUIET_BLAS=1
 PY=/usr/bin/python3
 HELPERS="$ROOT/tests/helpers"

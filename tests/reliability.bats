@@ -1,0 +1,146 @@
+#!/usr/bin/env bats
+# Bad input never crashes anything; a crash never loses work. The malformed corpus
+# lives in tests/corpus/ (tests/corpus/make_corpus.py writes it).
+
+load helpers/common
+
+CORPUS="$ROOT/tests/corpus"
+
+# expect_clean_failure TOOL OUTPUT-FILE CMD...: one line naming the tool, exit 1,
+# no output file, no temporary file left
+expect_clean_failure() {
+    local tool=$1 out=$2; shift 2
+    run "$@"
+    [ "$status" -eq 1 ] || fail "$*: exit $status: $output"
+    [ "$(printf '%s\n' "$output" | grep -c .)" -eq 1 ] || fail "$*: not one line: $output"
+    [[ "$output" == "$tool: "* ]] || fail "$*: $output"
+    [ ! -e "$out" ] || fail "$*: left $out"
+    [ -z "$(find "$(dirname "$out")" -name '*.tmp.*')" ] || fail "$*: left a temporary file"
+}
+
+@test "every malformed stream: one line, exit 1, no output file" {
+    count=0
+    for f in "$CORPUS"/stream/*.tz; do
+        expect_clean_failure augment "$T/out.tz" augment "$f" -o "$T/out.tz"
+        expect_clean_failure tensor "$T/none" bash -c "tensor ls '$f' > /dev/null"
+        expect_clean_failure incv3-step "$T/m.ckpt" incv3-step -c "$T/m.ckpt" --width 0.125 --log /dev/null "$f"
+        count=$((count + 1))
+    done
+    echo "$count malformed streams" >&3
+    [ "$count" -ge 16 ]
+}
+
+@test "every malformed CIFAR file: one line naming it, exit 1, no output file" {
+    for f in "$CORPUS"/cifar/*.bin; do
+        expect_clean_failure cifar-decode "$T/out.tz" cifar-decode "$f" -o "$T/out.tz"
+        [[ "$output" == *"$(basename "$f")"* ]] || fail "does not name $f: $output"
+    done
+    expect_clean_failure cifar-decode "$T/out.tz" \
+        cifar-decode --cifar100 fine "$CORPUS/cifar100/fine-label-out-of-range.bin" -o "$T/out.tz"
+    assert_output --partial "fine label 100"
+}
+
+@test "every malformed safetensors file: one line, exit 1, no checkpoint" {
+    count=0
+    for f in "$CORPUS"/safetensors/*.safetensors; do
+        expect_clean_failure incv3-ckpt "$T/m.ckpt" incv3-ckpt import "$f" --width 0.0625 -o "$T/m.ckpt"
+        count=$((count + 1))
+    done
+    [ "$count" -ge 15 ]
+    run incv3-ckpt import "$CORPUS/safetensors/missing-tensors.safetensors" --width 0.0625 -o "$T/m.ckpt"
+    assert_output --partial "missing tensor"
+    run incv3-ckpt import "$CORPUS/safetensors/extra-tensor.safetensors" --width 0.0625 -o "$T/m.ckpt"
+    assert_output --partial "unexpected tensor 'bogus.weight'"
+    run incv3-ckpt import "$CORPUS/safetensors/unknown-dtype.safetensors" --width 0.0625 -o "$T/m.ckpt"
+    assert_output --partial "unsupported dtype 'F16'"
+}
+
+@test "checkpoints of another width or class count, or damaged, are refused" {
+    incv3-ckpt init --width 0.125 -o "$T/w.ckpt"
+    # a config that claims 100 classes over tensors made for 10
+    "$PY" - "$T/w.ckpt" "$T/lie.ckpt" <<'PYEOF'
+import sys, subprocess
+data = subprocess.run(["zstd", "-dc", sys.argv[1]], capture_output=True, check=True).stdout
+open(sys.argv[2], "wb").write(data.replace(b"classes=10\n", b"classes=99\n", 1))
+PYEOF
+    expect_clean_failure incv3-step "$T/none.tz" incv3-step --eval -c "$T/lie.ckpt" -o "$T/none.tz" /dev/null
+    assert_output --partial "linear.weight"
+    # cut short: the end is missing
+    head -c 100000 "$T/w.ckpt" > "$T/cut.ckpt"
+    expect_clean_failure incv3-ckpt "$T/none.st" incv3-ckpt export "$T/cut.ckpt" "$T/none.st"
+    # importing weights of width 0.125 as width 0.25
+    incv3-ckpt export "$T/w.ckpt" "$T/w.safetensors"
+    expect_clean_failure incv3-ckpt "$T/b.ckpt" incv3-ckpt import --width 0.25 "$T/w.safetensors" -o "$T/b.ckpt"
+    # labels beyond a 10-class checkpoint
+    make_cifar "$T/c.bin" 4 cifar100
+    expect_clean_failure incv3-step "$T/w2.ckpt" bash -c "cifar-decode --cifar100 fine '$T/c.bin' | incv3-step -c '$T/w.ckpt' --no-save --log /dev/null"
+}
+
+@test "SIGKILL at random moments, checkpoint writes included: the last checkpoint is always whole and the run ends with the same weights" {
+    opts=(--data "$SAMPLE" --width 0.125 --batch 16 --limit 160 --test-limit 32 --epochs 2 --save-every 1)
+    train "${opts[@]}" --run "$T/whole" > /dev/null
+    kills=0
+    for delay in 0.7 1.3 0.9 1.9 0.4 1.1 1.6 0.8; do
+        train "${opts[@]}" --run "$T/cut" > /dev/null 2>&1 &
+        pid=$!
+        sleep "$delay"
+        pkill -9 -P $pid 2>/dev/null || true
+        kill -9 $pid 2>/dev/null || true
+        pkill -9 -f "incv3-step -c $T/cut" 2>/dev/null || true
+        wait $pid 2>/dev/null || true
+        kills=$((kills + 1))
+        if [ -e "$T/cut/last.ckpt" ]; then
+            run incv3-ckpt info "$T/cut/last.ckpt"
+            [ "$status" -eq 0 ] || fail "after kill $kills: $output"
+        fi
+        rm -f "$T"/cut/*.tmp.*          # what a killed writer leaves is never read
+    done
+    train "${opts[@]}" --run "$T/cut" > /dev/null
+    incv3-ckpt export "$T/whole/last.ckpt" "$T/a.st"
+    incv3-ckpt export "$T/cut/last.ckpt" "$T/b.st"
+    cmp "$T/a.st" "$T/b.st"
+    echo "$kills kills, then the same weights" >&3
+}
+
+@test "disk full while writing: a clear error, exit 1, the previous checkpoint intact" {
+    cifar-decode -b 16 --limit 32 "$SAMPLE/data_batch_1.bin.zst" -o "$T/d.tz"
+    incv3-step -c "$T/m.ckpt" --width 0.125 --log /dev/null "$T/d.tz"
+    cp "$T/m.ckpt" "$T/before.ckpt"
+    cifar-decode -b 16 --limit 32 --epoch 1 "$SAMPLE/data_batch_1.bin.zst" -o "$T/e1.tz"
+    # a file-size limit makes writes fail with EFBIG, as a full disk fails them with ENOSPC
+    run bash -c "trap '' XFSZ; ulimit -f 200; incv3-step -c '$T/m.ckpt' --log /dev/null '$T/e1.tz'"
+    assert_failure 1
+    assert_one_line_error incv3-step
+    assert_output --partial "cannot write $T/m.ckpt"
+    cmp "$T/m.ckpt" "$T/before.ckpt"
+    [ -z "$(find "$T" -name '*.tmp.*')" ]
+    run bash -c "cifar-decode -b 16 --limit 32 '$SAMPLE/data_batch_1.bin.zst' > /dev/full"
+    assert_failure 1
+    assert_one_line_error cifar-decode
+    assert_output --partial "No space left"
+}
+
+@test "unwritable paths: a clear error naming them, exit 1" {
+    cifar-decode -b 16 --limit 32 "$SAMPLE/data_batch_1.bin.zst" -o "$T/d.tz"
+    for path in /nonexistent/dir/out /dev/null/sub; do
+        expect_clean_failure augment "$path" augment "$T/d.tz" -o "$path"
+        assert_output --partial "$path"
+        run incv3-step -c "$path.ckpt" --width 0.125 --log /dev/null "$T/d.tz"
+        assert_failure 1
+        assert_one_line_error incv3-step
+    done
+    run incv3-step -c "$T/m.ckpt" --width 0.125 --log /nonexistent/log "$T/d.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
+}
+
+@test "a failing stage fails the pipeline: no stage takes a truncated stream for a clean end" {
+    run train --data "$SAMPLE" --width 0.125 --batch 16 --limit 64 --epochs 1 --run "$T/r" --augment false
+    assert_failure
+    assert_output --partial "incv3-step: stdin: empty stream"
+    run train --data "$SAMPLE" --width 0.125 --batch 16 --limit 64 --epochs 1 --run "$T/r2" \
+        --augment "head -c 50000"
+    assert_failure
+    assert_output --partial "incv3-step: stdin:"
+    [ ! -e "$T/r2/last.ckpt" ]
+}
