@@ -60,7 +60,7 @@ static int make_output(Model *m, Dest d, int C, int H, int W) {
 /* conv (no bias) -> BN -> ReLU, named like PyTorch's BasicConv2d */
 static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
                 int kh, int kw, int s, int ph, int pw) {
-    const Tensor *t = &m->tensors[in];
+    const Tensor *t = &m->tensors[in];  /* read before make_output moves the array */
     int cin = t->C, cout = scale_channels(cout_full, m->cfg.width);
     int H = t->H, W = t->W;
     int Ho = conv_out(H, kh, s, ph), Wo = conv_out(W, kw, s, pw);
@@ -88,10 +88,10 @@ static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
 }
 
 static int pool(Model *m, OpKind kind, int in, Dest d, int k, int s, int p) {
-    const Tensor *t = &m->tensors[in];
-    int out = make_output(m, d, t->C, conv_out(t->H, k, s, p), conv_out(t->W, k, s, p));
+    const Tensor t = m->tensors[in];     /* a copy: make_output may move the array */
+    int out = make_output(m, d, t.C, conv_out(t.H, k, s, p), conv_out(t.W, k, s, p));
     Op *op = add_op(m, kind, in, out);
-    op->cs = (ConvShape){ t->C, t->C, k, k, s, s, p, p };
+    op->cs = (ConvShape){ t.C, t.C, k, k, s, s, p, p };
     return out;
 }
 

@@ -109,6 +109,8 @@ static void check_bn(int groups) {
     fd_check(&c, k.gamma, dg, k.C, what);
     snprintf(what, sizeof what, "bn+relu groups=%d d(beta)", groups);
     fd_check(&c, k.beta, db, k.C, what);
+    free(k.y); free(k.work); free(k.gamma); free(k.beta); free(k.mean); free(k.istd);
+    free(k.rm); free(k.rv); free(c.out); free(c.r); free(dg); free(db); free(dy);
 }
 
 /* ---- pooling ---- */
@@ -131,6 +133,7 @@ static void check_pool(int max, int ks, int s, int p) {
     char what[64];
     snprintf(what, sizeof what, "%s %dx%d s%d p%d", max ? "maxpool" : "avgpool", ks, ks, s, p);
     fd_check(&c, k.in, din, nin, what);
+    free(k.in); free(c.out); free(c.r); free(din);
 }
 
 /* ---- head: global average pool, linear, cross-entropy ---- */
@@ -171,6 +174,8 @@ static void check_head(void) {
     }
     CHECK(worst < TOL, "softmax cross-entropy differs by %.3g", worst);
     printf("%-40s worst %.2e\n", "softmax cross-entropy d(logits)", worst);
+    free(k.in); free(k.feat); free(k.w); free(k.b); free(c.out); free(c.r);
+    free(din); free(dfeat); free(dw); free(db); free(dl);
 }
 
 /* ---- dropout (fixed mask) and SGD (exact) ---- */
