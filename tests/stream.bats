@@ -49,26 +49,26 @@ PYEOF
 }
 
 @test "malformed streams: one line naming what and where, exit 1" {
-    for case in badmagic badversion dtype rank overflow huge short noend garbage empty truncheader; do
-        "$PY" "$HELPERS/streams.py" bad $case > "$T/$case.tz"
-        run tensor ls "$T/$case.tz"
+    C="$ROOT/tests/corpus/stream"
+    for f in "$C"/*.tz; do
+        run tensor ls "$f"
         assert_failure 1
-        [ "$(printf '%s\n' "$output" | grep -c '^tensor: ')" -eq 1 ] || fail "$case: $output"
-        [[ "$output" == *"$T/$case.tz"* ]] || fail "$case does not name the file: $output"
+        [ "$(printf '%s\n' "$output" | grep -c '^tensor: ')" -eq 1 ] || fail "$f: $output"
+        [[ "$output" == *"$f"* ]] || fail "$f is not named: $output"
     done
-    run tensor ls "$T/badmagic.tz"
+    run tensor ls "$C/bad-magic.tz"
     assert_output --partial "bad magic at byte 0"
-    run tensor ls "$T/dtype.tz"
+    run tensor ls "$C/unknown-dtype.tz"
     assert_output --partial "unknown dtype 77"
-    run tensor ls "$T/rank.tz"
+    run tensor ls "$C/rank-over-8.tz"
     assert_output --partial "rank 9"
-    run tensor ls "$T/overflow.tz"
+    run tensor ls "$C/dims-overflow-64-bits.tz"
     assert_output --partial "overflows"
-    run tensor ls "$T/short.tz"
+    run tensor ls "$C/header-promises-more-than-payload.tz"
     assert_output --partial "payload truncated"
-    run tensor ls "$T/noend.tz"
+    run tensor ls "$C/no-end-record.tz"
     assert_output --partial "without an end record"
-    run tensor ls "$T/empty.tz"
+    run tensor ls "$C/empty.tz"
     assert_output --partial "empty stream"
 }
 

@@ -1,6 +1,5 @@
 """Helpers that speak the incv3 stream format directly (the format is small):
     streams.py raw FILE            records without end markers, zstd undone
-    streams.py bad CASE            a malformed stream on stdout
     streams.py load FILE NAME K    print record NAME number K as numbers
 """
 import struct
@@ -45,32 +44,12 @@ def parse(data):
     return out
 
 
-def bad(case):
-    x = record("x", np.zeros((2, 3), np.float32))
-    cases = {
-        "badmagic": b"NOPE" + x[4:] + END,
-        "badversion": header("x", 4, (2, 3), version=9) + bytes(24) + END,
-        "dtype": header("x", 77, (2, 3)) + bytes(24) + END,
-        "rank": header("x", 4, (1,) * 9) + bytes(4) + END,
-        "overflow": header("x", 4, (2**62, 2**62)) + END,
-        "huge": header("x", 4, (2**40,)) + bytes(100) + END,
-        "short": header("x", 4, (1000,)) + bytes(10),
-        "noend": x,
-        "garbage": bytes(range(256)) * 4,
-        "empty": b"",
-        "truncheader": x + b"IV3T\x01",
-    }
-    sys.stdout.buffer.write(cases[case])
-
-
 def main():
     cmd = sys.argv[1]
     if cmd == "raw":
         for name, dtype, dims, rec, payload in parse(decompressed(sys.argv[2])):
             if dtype:
                 sys.stdout.buffer.write(rec)
-    elif cmd == "bad":
-        bad(sys.argv[2])
     elif cmd == "load":
         name, k = sys.argv[3], int(sys.argv[4])
         recs = [r for r in parse(decompressed(sys.argv[2])) if r[0] == name and r[1]]
