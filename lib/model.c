@@ -16,10 +16,12 @@ int scale_channels(int c, double width) {
 
 /* ---------------- graph construction ---------------- */
 
+/* root < 0: a new tensor in the activation arena; root == ntensors: a new tensor
+ * stored elsewhere; else channels [choff, choff + C) of root. */
 static int add_tensor(Model *m, int C, int H, int W, int root, int choff) {
     m->tensors = xrealloc(m->tensors, (m->ntensors + 1) * sizeof *m->tensors);
     Tensor *t = &m->tensors[m->ntensors];
-    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0, 0, -1 };
+    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0, 0, -1, -1 };
     if (root < 0) { t->offset = m->act_per_image; m->act_per_image += (size_t)C * H * W; }
     return m->ntensors++;
 }
@@ -87,9 +89,20 @@ static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
     return out;
 }
 
+/* A pool into a concatenation is stored like any branch. A pool into a tensor of
+ * its own feeds the one convolution after it: that output lives in pool_buf only
+ * while needed, and backward pools again (cheap) instead of keeping it. */
 static int pool(Model *m, OpKind kind, int in, Dest d, int k, int s, int p) {
     const Tensor t = m->tensors[in];     /* a copy: make_output may move the array */
-    int out = make_output(m, d, t.C, conv_out(t.H, k, s, p), conv_out(t.W, k, s, p));
+    int Ho = conv_out(t.H, k, s, p), Wo = conv_out(t.W, k, s, p), out;
+    if (d.root < 0) {
+        out = add_tensor(m, t.C, Ho, Wo, m->ntensors, 0);   /* a root outside the arena */
+        m->tensors[out].pooled_by = m->nops;
+        size_t size = (size_t)t.C * Ho * Wo;
+        if (size > m->pool_per_image) m->pool_per_image = size;
+    } else {
+        out = make_output(m, d, t.C, Ho, Wo);
+    }
     Op *op = add_op(m, kind, in, out);
     op->cs = (ConvShape){ t.C, t.C, k, k, s, s, p, p };
     return out;
@@ -287,7 +300,7 @@ void model_free(Model *m) {
     if (!m) return;
     free(m->pinfo); free(m->bns); free(m->tensors); free(m->ops);
     free(m->params); free(m->grads); free(m->momentum); free(m->buffers);
-    free(m->acts); free(m->dacts); free(m->xhat); free(m->scratch); free(m->bn_mean);
+    free(m->acts); free(m->dacts); free(m->xhat); free(m->pool_buf); free(m->scratch); free(m->bn_mean);
     free(m->bn_istd); free(m->feat); free(m->dfeat); free(m->logits); free(m->dlogits);
     free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
     free(m->drop_mask); free(m);
@@ -348,7 +361,8 @@ static size_t bn_channels(const Model *m) {
 
 size_t model_batch_bytes(const Model *m, int N) {
     size_t C = m->tensors[m->features].C, K = m->cfg.classes;
-    size_t floats = (m->act_per_image + m->grad_per_image + m->xhat_per_image) * N + scratch_need(m, N) +
+    size_t floats = (m->act_per_image + m->grad_per_image + m->xhat_per_image + m->pool_per_image) * N +
+                    scratch_need(m, N) +
                     2 * bn_channels(m) * N + 4 * C * N + 4 * K * N;
     return floats * sizeof(float) + C * N;
 }
@@ -363,6 +377,8 @@ static void ensure_capacity(Model *m, int N) {
     m->acts = xmalloc(m->act_per_image * N * sizeof(float));
     m->dacts = xmalloc(m->grad_per_image * N * sizeof(float));
     m->xhat = xmalloc(m->xhat_per_image * N * sizeof(float));
+    free(m->pool_buf);
+    m->pool_buf = xmalloc(m->pool_per_image * N * sizeof(float));
     m->scratch_floats = scratch_need(m, N);
     m->scratch = xmalloc(m->scratch_floats * sizeof(float));
     m->bn_mean = xmalloc(bnc * N * sizeof(float));
@@ -383,6 +399,7 @@ static void ensure_capacity(Model *m, int N) {
 /* Address of tensor t of a batch of N images. */
 static float *tensor_at(const Model *m, float *arena, int t, int N) {
     const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
+    if (r->pooled_by >= 0) return m->pool_buf;
     return arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
@@ -405,6 +422,17 @@ static void load_input(Model *m, const float *x, int N) {
 
 static float *P(const Model *m, int param) { return m->params + m->pinfo[param].offset; }
 static float *G(const Model *m, int param) { return m->grads + m->pinfo[param].offset; }
+
+static void pool_forward(const Model *m, const Op *op, int N) {
+    const Tensor *ti = &m->tensors[op->in];
+    float *in = tensor_at(m, m->acts, op->in, N), *out = tensor_at(m, m->acts, op->out, N);
+    prof_push(PROF_POOL);
+    if (op->kind == OP_MAXPOOL)
+        maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+    else
+        avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+    prof_pop();
+}
 
 /* Forward through every op; train selects batch statistics (in groups). */
 static void forward_ops(Model *m, int N, int train, int groups) {
@@ -433,12 +461,7 @@ static void forward_ops(Model *m, int N, int train, int groups) {
             }
             prof_pop();
         } else {
-            prof_push(PROF_POOL);
-            if (op->kind == OP_MAXPOOL)
-                maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
-            else
-                avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
-            prof_pop();
+            pool_forward(m, op, N);
         }
     }
 }
@@ -459,6 +482,7 @@ static void backward_ops(Model *m, int N, int groups) {
                              m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
+            if (ti->pooled_by >= 0) pool_forward(m, &m->ops[ti->pooled_by], N);  /* pool again */
             prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             conv_backward(din, G(m, op->weight), xhat, in, P(m, op->weight), &op->cs, N, ti->H,
                           ti->W, m->scratch);

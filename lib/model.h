@@ -39,6 +39,8 @@ typedef struct {
     size_t offset;            /* roots: floats per image into the activation arena */
     size_t grad_offset;       /* roots: floats per image into the gradient arena */
     int grad_start;           /* roots: backward event that first writes the gradient, -1: none */
+    int pooled_by;            /* a pool's own output, kept in pool_buf and recomputed in
+                                 backward by this op; -1 for tensors kept in the arena */
 } Tensor;
 
 typedef struct {
@@ -58,10 +60,11 @@ typedef struct {
     int input, features, aux_input;          /* tensor ids */
     int linear_w, linear_b, aux_w, aux_b;    /* param ids of the classifiers */
     size_t nparam_floats, nbuffer_floats, act_per_image, xhat_per_image, grad_per_image;
+    size_t pool_per_image;    /* largest pool output recomputed in backward */
     float *params, *grads, *momentum, *buffers;   /* buffers: BN running statistics */
     /* per-batch storage, grown to the largest batch seen */
     int capacity;
-    float *acts, *dacts, *xhat, *scratch, *bn_mean, *bn_istd;
+    float *acts, *dacts, *xhat, *scratch, *bn_mean, *bn_istd, *pool_buf;
     float *feat, *dfeat, *logits, *dlogits, *aux_feat, *daux_feat, *aux_logits, *daux_logits;
     uint8_t *drop_mask;
     size_t scratch_floats, bn_stat_floats;
