@@ -3,6 +3,7 @@
 #include "profile.h"
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SCRATCH_TARGET ((size_t)1 << 23)   /* floats of im2col per chunk of images */
@@ -74,8 +75,13 @@ static void col2im(float *in, const float *col, const ConvShape *cs, int N, int 
                         const float *src = row + ((int64_t)n * Ho + oy) * Wo;
                         float *dst = plane + (int64_t)iy * W;
                         int ix = kj - cs->pw;
-                        for (int ox = 0; ox < Wo; ox++, ix += cs->sw)
-                            if (ix >= 0 && ix < W) dst[ix] += src[ox];
+                        if (cs->sw == 1) {          /* the run inside the image, vectorised */
+                            int lo = ix < 0 ? -ix : 0, hi = W - ix < Wo ? W - ix : Wo;
+                            for (int ox = lo; ox < hi; ox++) dst[ox + ix] += src[ox];
+                        } else {
+                            for (int ox = 0; ox < Wo; ox++, ix += cs->sw)
+                                if (ix >= 0 && ix < W) dst[ix] += src[ox];
+                        }
                     }
                 }
             }
@@ -252,7 +258,43 @@ void maxpool_backward(float *din, const float *dout, const float *in, int planes
     }
 }
 
+/* out += (3x3 sums of in, zero outside) * scale, over H x W planes: the
+ * Inception branches' avgpool 3 s1 p1 forward, and its backward alike (the
+ * box is symmetric). Separable: row sums, then column sums. */
+static void box3_accumulate(float *out, const float *in, int planes, int H, int W, float scale) {
+    #pragma omp parallel
+    {
+        float *rows = xmalloc((size_t)H * W * sizeof *rows);
+        #pragma omp for schedule(static)
+        for (int pl = 0; pl < planes; pl++) {
+            const float *src = in + (int64_t)pl * H * W;
+            float *dst = out + (int64_t)pl * H * W;
+            for (int y = 0; y < H; y++) {
+                const float *r = src + (int64_t)y * W;
+                float *t = rows + (int64_t)y * W;
+                t[0] = r[0] + (W > 1 ? r[1] : 0.0f);
+                for (int x = 1; x < W - 1; x++) t[x] = r[x - 1] + r[x] + r[x + 1];
+                if (W > 1) t[W - 1] = r[W - 2] + r[W - 1];
+            }
+            for (int y = 0; y < H; y++) {
+                const float *up = y > 0 ? rows + (int64_t)(y - 1) * W : NULL;
+                const float *mid = rows + (int64_t)y * W;
+                const float *down = y < H - 1 ? rows + (int64_t)(y + 1) * W : NULL;
+                float *d = dst + (int64_t)y * W;
+                for (int x = 0; x < W; x++)
+                    d[x] += ((up ? up[x] : 0.0f) + mid[x] + (down ? down[x] : 0.0f)) * scale;
+            }
+        }
+        free(rows);
+    }
+}
+
 void avgpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p) {
+    if (k == 3 && s == 1 && p == 1) {
+        memset(out, 0, (size_t)planes * H * W * sizeof *out);
+        box3_accumulate(out, in, planes, H, W, 1.0f / 9.0f);
+        return;
+    }
     int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
     float inv = 1.0f / (float)(k * k);
     #pragma omp parallel for schedule(static)
@@ -276,6 +318,7 @@ void avgpool_forward(float *out, const float *in, int planes, int H, int W, int 
 }
 
 void avgpool_backward(float *din, const float *dout, int planes, int H, int W, int k, int s, int p) {
+    if (k == 3 && s == 1 && p == 1) { box3_accumulate(din, dout, planes, H, W, 1.0f / 9.0f); return; }
     int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
     float inv = 1.0f / (float)(k * k);
     #pragma omp parallel for schedule(static)
