@@ -267,6 +267,7 @@ int main(int argc, char **argv) {
             if (nb > 0) batches = (uint64_t)nb;
             if (!o.sched.steps_per_epoch && nb > 0) o.sched.steps_per_epoch = (uint64_t)nb;
             /* resuming: batches of this epoch that the checkpoint has trained already */
+            seen = 0;
             uint64_t first = epoch * o.sched.steps_per_epoch;
             skip = !o.eval && st.step > first ? st.step - first : 0;
             if (o.eval) sw_write_record(out.w, r);
