@@ -209,6 +209,23 @@ void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dou
 
 /* ---- pooling ---- */
 
+/* Index in the plane of the first maximum of window (oy, ox), NaN winning as in
+ * PyTorch; -1 for a window wholly in the padding. */
+static inline int window_argmax(const float *src, int H, int W, int oy, int ox, int k, int s, int p) {
+    float m = -INFINITY;
+    int at = -1;
+    for (int i = 0; i < k; i++) {
+        int iy = oy * s - p + i;
+        if (iy < 0 || iy >= H) continue;
+        for (int j = 0; j < k; j++) {
+            int ix = ox * s - p + j;
+            if (ix >= 0 && ix < W && (src[iy * W + ix] > m || isnan(src[iy * W + ix])))
+                { m = src[iy * W + ix]; at = iy * W + ix; }
+        }
+    }
+    return at;
+}
+
 void maxpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p) {
     int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
     #pragma omp parallel for schedule(static)
@@ -217,17 +234,8 @@ void maxpool_forward(float *out, const float *in, int planes, int H, int W, int 
         float *dst = out + (int64_t)pl * Ho * Wo;
         for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) {
-                float m = -INFINITY;
-                for (int i = 0; i < k; i++) {
-                    int iy = oy * s - p + i;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int j = 0; j < k; j++) {
-                        int ix = ox * s - p + j;
-                        if (ix >= 0 && ix < W && (src[iy * W + ix] > m || isnan(src[iy * W + ix])))
-                            m = src[iy * W + ix];
-                    }
-                }
-                dst[oy * Wo + ox] = m;
+                int at = window_argmax(src, H, W, oy, ox, k, s, p);
+                dst[oy * Wo + ox] = at < 0 ? -INFINITY : src[at];
             }
     }
 }
@@ -242,17 +250,7 @@ void maxpool_backward(float *din, const float *dout, const float *in, int planes
         float *dst = din + (int64_t)pl * H * W;
         for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) {
-                float m = -INFINITY;
-                int at = -1;
-                for (int i = 0; i < k; i++) {
-                    int iy = oy * s - p + i;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int j = 0; j < k; j++) {
-                        int ix = ox * s - p + j;
-                        if (ix >= 0 && ix < W && (src[iy * W + ix] > m || isnan(src[iy * W + ix])))
-                            { m = src[iy * W + ix]; at = iy * W + ix; }
-                    }
-                }
+                int at = window_argmax(src, H, W, oy, ox, k, s, p);
                 if (at >= 0) dst[at] += d[oy * Wo + ox];
             }
     }
