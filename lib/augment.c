@@ -4,7 +4,6 @@
 #include "augment.h"
 #include "util.h"
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 const Normalize CIFAR10_NORMALIZE = { 1, { 0.4914f, 0.4822f, 0.4465f }, { 0.2470f, 0.2435f, 0.2616f } };
@@ -78,10 +77,13 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
             (unsigned long long)in->offset);
     int geometric = s->crop || s->flip || s->rotate_deg > 0;
     size_t esize = dtype_size(in->dtype);
-    /* geometric ops at the input's element size, then normalise */
-    Record tmp = { 0 };
+    /* geometric ops at the input's element size, then normalise; the buffers
+     * live across batches */
+    static Record tmp;
+    static int32_t *map;
+    static int64_t map_cap;
     record_shape(&tmp, "x", in->dtype, 4, in->dims);
-    int32_t *map = xmalloc(hw * sizeof *map);
+    if (hw > map_cap) { map = xrealloc(map, hw * sizeof *map); map_cap = hw; }
     for (int64_t i = 0; i < B && geometric; i++) {
         Rng rng;
         rng_seed(&rng, mix64(s->seed) ^ s->epoch, (uint64_t)(keys ? keys[i] : position + i));
@@ -95,7 +97,6 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
                 for (int64_t p = 0; p < hw; p++) ((float *)dst)[p] = map[p] < 0 ? 0.0f : ((const float *)src)[map[p]];
         }
     }
-    free(map);
     const void *geo = geometric ? tmp.data : in->data;
     if (s->norm.on) {
         record_shape(out, "x", DT_F32, 4, in->dims);
@@ -104,5 +105,4 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
         record_shape(out, "x", in->dtype, 4, in->dims);
         memcpy(out->data, geo, in->nbytes);
     }
-    record_free(&tmp);
 }
