@@ -83,7 +83,7 @@ fuzz: test-deps $(FUZZ_TARGETS:%=build-fuzz/%)
 	done
 
 # The README's main job: a real training on the embedded sample
-# (width 0.125, 8 epochs over its 4000 images: about 8 minutes on 2 cores).
+# (width 0.125, 8 epochs over its 4000 images: about 6 minutes on 2 cores).
 demo: deps
 	$(MAKE) all
 	pipelines/train --data data/sample --run train --width 0.125 --batch 64 --epochs 8 \
