@@ -20,10 +20,29 @@ static int chunk_images(const ConvShape *cs, int N, int Ho, int Wo) {
     return n > (size_t)N ? N : (int)n;
 }
 
+/* d(input) of a stride-1 convolution is itself a convolution: of d(output),
+ * with the kernel flipped and its in/out channels swapped, padded by k-1-p. A
+ * GEMM over cout*kh*kw then writes d(input) directly, instead of one over cout
+ * writing columns that col2im scatters back. */
+static int backward_by_transposed(const ConvShape *cs) {
+    return cs->sh == 1 && cs->sw == 1 && cs->ph < cs->kh && cs->pw < cs->kw;
+}
+
+static ConvShape transposed_shape(const ConvShape *cs) {
+    return (ConvShape){ cs->cout, cs->cin, cs->kh, cs->kw, 1, 1, cs->kh - 1 - cs->ph,
+                        cs->kw - 1 - cs->pw };
+}
+
+/* Forward: columns of the input. Backward: those, or columns of d(output)
+ * followed by the flipped kernel, or (strided) two sets of input columns. */
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W) {
     if (is_pointwise(cs)) return 0;
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
-    return (size_t)cs->cin * cs->kh * cs->kw * chunk_images(cs, N, Ho, Wo) * Ho * Wo;
+    size_t col = (size_t)cs->cin * cs->kh * cs->kw * chunk_images(cs, N, Ho, Wo) * Ho * Wo;
+    if (!backward_by_transposed(cs)) return col;
+    ConvShape ts = transposed_shape(cs);
+    size_t dcol = (size_t)ts.cin * ts.kh * ts.kw * chunk_images(&ts, N, H, W) * H * W;
+    return (col > dcol ? col : dcol) + (size_t)cs->cout * cs->cin * cs->kh * cs->kw;
 }
 
 /* col [cin*kh*kw, nc*Ho*Wo] from images n0..n0+nc of in [cin, N, H, W] */
@@ -107,6 +126,32 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
     }
 }
 
+/* din [cin, N, H, W] += the transposed convolution of dout [cout, N, Ho, Wo] */
+static void transposed_backward(float *din, const float *dout, const float *weight,
+                                const ConvShape *cs, int N, int H, int W, float *scratch) {
+    int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
+    ConvShape ts = transposed_shape(cs);
+    int kk = cs->kh * cs->kw, K = cs->cout * kk, step = chunk_images(&ts, N, H, W);
+    int64_t L = (int64_t)N * H * W;
+    size_t col_floats = (size_t)K * step * H * W, in_col = conv_scratch_floats(cs, N, H, W) -
+                        (size_t)cs->cout * cs->cin * kk;
+    float *col = scratch, *flipped = scratch + (col_floats > in_col ? col_floats : in_col);
+    /* flipped [cin, cout, kh, kw]: weight [cout, cin] swapped, each kernel turned 180 degrees */
+    for (int co = 0; co < cs->cout; co++)
+        for (int ci = 0; ci < cs->cin; ci++)
+            for (int k = 0; k < kk; k++)
+                flipped[((int64_t)ci * cs->cout + co) * kk + kk - 1 - k] =
+                    weight[((int64_t)co * cs->cin + ci) * kk + k];
+    for (int n0 = 0; n0 < N; n0 += step) {
+        int nc = N - n0 < step ? N - n0 : step;
+        prof_push(PROF_IM2COL);
+        im2col(col, dout, &ts, N, Ho, Wo, n0, nc, H, W);
+        prof_pop();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cin, (int64_t)nc * H * W, K,
+                    1.0f, flipped, K, col, (int64_t)nc * H * W, 1.0f, din + (int64_t)n0 * H * W, L);
+    }
+}
+
 void conv_backward(float *din, float *dweight, const float *dout, const float *in,
                    const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch) {
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
@@ -120,6 +165,7 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
         return;
     }
     int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
+    int transposed = din && backward_by_transposed(cs);
     float *col = scratch, *dcol = scratch + conv_scratch_floats(cs, N, H, W);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
@@ -130,79 +176,117 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
         prof_pop();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, K, Lc, 1.0f,
                     dchunk, L, col, Lc, 1.0f, dweight, K);
-        if (!din) continue;
+        if (!din || transposed) continue;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, Lc, cs->cout, 1.0f,
                     weight, K, dchunk, L, 0.0f, dcol, Lc);
         prof_push(PROF_IM2COL);
         col2im(din, dcol, cs, N, H, W, n0, nc, Ho, Wo);
         prof_pop();
     }
+    if (transposed) transposed_backward(din, dout, weight, cs, N, H, W, scratch);
 }
 
 /* ---- batch norm + ReLU ---- */
 
-void bn_relu_forward_train(float *y, float *out, const float *gamma, const float *beta,
-                           float *mean, float *istd, float *run_mean, float *run_var,
-                           int C, int64_t M, int groups, float momentum, float eps) {
+/* A unit's output from its stored xhat; NaN passes, as in PyTorch's ReLU. */
+static inline float bn_relu(float xhat, float scale, float shift) {
+    float v = scale * xhat + shift;
+    return v < 0 ? 0 : v;
+}
+
+/* Sums of row[0..n) and of its squares, in double with eight fixed lanes:
+ * vectorised, yet the same order (and bits) at any thread count. */
+static void sum_and_squares(const float *row, int64_t n, double *sum, double *squares) {
+    double s[8] = { 0 }, q[8] = { 0 };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) { double v = row[i + j]; s[j] += v; q[j] += v * v; }
+    for (int j = 0; i < n; i++, j++) { double v = row[i]; s[j] += v; q[j] += v * v; }
+    *sum = *squares = 0;
+    for (int j = 0; j < 8; j++) { *sum += s[j]; *squares += q[j]; }
+}
+
+void bn_forward_train(float *y, float *mean, float *istd, float *run_mean, float *run_var,
+                      int C, int64_t M, int groups, float momentum, float eps) {
     const int64_t Mg = M / groups;
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         double mean_sum = 0, var_sum = 0;
         for (int g = 0; g < groups; g++) {
-            float *row = y + (int64_t)c * M + g * Mg, *o = out + (int64_t)c * M + g * Mg;
-            double s = 0, sq = 0;
-            for (int64_t i = 0; i < Mg; i++) s += row[i];
-            double mu = s / Mg;
-            for (int64_t i = 0; i < Mg; i++) { double d = row[i] - mu; sq += d * d; }
-            double var = sq / Mg;
-            float is = (float)(1.0 / sqrt(var + eps)), m = (float)mu, ga = gamma[c], be = beta[c];
+            float *row = y + (int64_t)c * M + g * Mg;
+            double s, sq;
+            sum_and_squares(row, Mg, &s, &sq);
+            double mu = s / Mg, var = sq / Mg - mu * mu;   /* one pass: doubles keep it exact enough */
+            if (var < 0) var = 0;
+            float is = (float)(1.0 / sqrt(var + eps)), m = (float)mu;
             mean[c * groups + g] = m;
             istd[c * groups + g] = is;
-            for (int64_t i = 0; i < Mg; i++) {
-                float xh = (row[i] - m) * is, v = ga * xh + be;
-                row[i] = xh;
-                o[i] = v < 0 ? 0 : v;   /* NaN passes, as in PyTorch */
-            }
+            for (int64_t i = 0; i < Mg; i++) row[i] = (row[i] - m) * is;
             mean_sum += mu;
-            var_sum += Mg > 1 ? sq / (Mg - 1) : var;
+            var_sum += Mg > 1 ? var * Mg / (Mg - 1) : var;
         }
         run_mean[c] = (1 - momentum) * run_mean[c] + momentum * (float)(mean_sum / groups);
         run_var[c] = (1 - momentum) * run_var[c] + momentum * (float)(var_sum / groups);
     }
 }
 
-void bn_relu_forward_eval(const float *y, float *out, const float *gamma, const float *beta,
-                          const float *run_mean, const float *run_var, int C, int64_t M, float eps) {
+void bn_forward_eval(float *y, const float *run_mean, const float *run_var, int C, int64_t M,
+                     float eps) {
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
-        float is = 1.0f / sqrtf(run_var[c] + eps), sc = gamma[c] * is;
-        float sh = beta[c] - run_mean[c] * sc;
-        const float *row = y + (int64_t)c * M;
-        float *o = out + (int64_t)c * M;
-        for (int64_t i = 0; i < M; i++) { float v = row[i] * sc + sh; o[i] = v < 0 ? 0 : v;   /* NaN passes, as in PyTorch */ }
+        float is = 1.0f / sqrtf(run_var[c] + eps), m = run_mean[c];
+        float *row = y + (int64_t)c * M;
+        for (int64_t i = 0; i < M; i++) row[i] = (row[i] - m) * is;
     }
 }
 
+void bn_relu_apply(float *out, const float *xhat, const float *gamma, const float *beta, int C,
+                   int64_t M) {
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *x = xhat + (int64_t)c * M;
+        float *o = out + (int64_t)c * M, ga = gamma[c], be = beta[c];
+        for (int64_t i = 0; i < M; i++) o[i] = bn_relu(x[i], ga, be);
+    }
+}
+
+/* Sums of dz and dz * xhat, where dz is d masked by the ReLU; lanes as in
+ * sum_and_squares. */
+static void relu_grad_sums(const float *xh, const float *d, int64_t n, float ga, float be,
+                           double *sum_dz, double *sum_dzx) {
+    double s[8] = { 0 }, q[8] = { 0 };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double dz = bn_relu(xh[i + j], ga, be) > 0 ? d[i + j] : 0.0f;
+            s[j] += dz; q[j] += dz * xh[i + j];
+        }
+    for (int j = 0; i < n; i++, j++) {
+        double dz = bn_relu(xh[i], ga, be) > 0 ? d[i] : 0.0f;
+        s[j] += dz; q[j] += dz * xh[i];
+    }
+    *sum_dz = *sum_dzx = 0;
+    for (int j = 0; j < 8; j++) { *sum_dz += s[j]; *sum_dzx += q[j]; }
+}
+
 void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dout,
-                      const float *out, const float *gamma, const float *istd,
+                      const float *gamma, const float *beta, const float *istd,
                       int C, int64_t M, int groups) {
     const int64_t Mg = M / groups;
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++)
         for (int g = 0; g < groups; g++) {
             int64_t base = (int64_t)c * M + g * Mg;
-            float *xh = xhat + base;
-            const float *d = dout + base, *o = out + base;
-            double sdz = 0, sdzx = 0;
-            for (int64_t i = 0; i < Mg; i++)
-                if (o[i] > 0) { sdz += d[i]; sdzx += (double)d[i] * xh[i]; }
-            dbeta[c] += (float)sdz;
-            dgamma[c] += (float)sdzx;
-            float k = gamma[c] * istd[c * groups + g] / (float)Mg;
-            float a = (float)(sdz), b = (float)(sdzx);
+            float *xh = xhat + base, ga = gamma[c], be = beta[c];
+            const float *d = dout + base;
+            double a, b;
+            relu_grad_sums(xh, d, Mg, ga, be, &a, &b);
+            dbeta[c] += (float)a;
+            dgamma[c] += (float)b;
+            float k = ga * istd[c * groups + g] / (float)Mg, fa = (float)a, fb = (float)b;
             for (int64_t i = 0; i < Mg; i++) {
-                float dz = o[i] > 0 ? d[i] : 0.0f;
-                xh[i] = k * ((float)Mg * dz - a - xh[i] * b);
+                float dz = bn_relu(xh[i], ga, be) > 0 ? d[i] : 0.0f;
+                xh[i] = k * ((float)Mg * dz - fa - xh[i] * fb);
             }
         }
 }

@@ -33,19 +33,23 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
 /* Batch norm followed by ReLU over rows of M = N*H*W values per channel, in
  * `groups` groups of M/groups consecutive values with their own statistics
  * (groups > 1 is "ghost" BN: local statistics of each worker's images).
+ * A unit keeps only xhat; its output relu(gamma * xhat + beta) is made by
+ * bn_relu_apply where and when it is read, so post-ReLU activations are not kept.
  * Training: y [C, M] holds the conv output and is overwritten with xhat;
- * out [C, M] = relu(gamma * xhat + beta); mean/istd [C * groups] are saved;
- * running statistics move by momentum toward the group averages (unbiased var). */
-void bn_relu_forward_train(float *y, float *out, const float *gamma, const float *beta,
-                           float *mean, float *istd, float *run_mean, float *run_var,
-                           int C, int64_t M, int groups, float momentum, float eps);
-/* Inference: normalise with the running statistics. */
-void bn_relu_forward_eval(const float *y, float *out, const float *gamma, const float *beta,
-                          const float *run_mean, const float *run_var, int C, int64_t M, float eps);
-/* dout [C, M]: gradient of out. On return xhat holds dy, the gradient of the
- * conv output; dgamma, dbeta [C] += ... */
+ * mean/istd [C * groups] are saved; running statistics move by momentum toward
+ * the group averages (unbiased var). */
+void bn_forward_train(float *y, float *mean, float *istd, float *run_mean, float *run_var,
+                      int C, int64_t M, int groups, float momentum, float eps);
+/* Inference: y is normalised in place with the running statistics. */
+void bn_forward_eval(float *y, const float *run_mean, const float *run_var, int C, int64_t M,
+                     float eps);
+/* out [C, M] = relu(gamma * xhat + beta) */
+void bn_relu_apply(float *out, const float *xhat, const float *gamma, const float *beta, int C,
+                   int64_t M);
+/* dout [C, M]: gradient of the unit's output. On return xhat holds dy, the
+ * gradient of the conv output; dgamma, dbeta [C] += ... */
 void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dout,
-                      const float *out, const float *gamma, const float *istd,
+                      const float *gamma, const float *beta, const float *istd,
                       int C, int64_t M, int groups);
 
 /* Pooling over `planes` = C*N planes of H x W; avg counts padding in the divisor. */

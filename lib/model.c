@@ -21,7 +21,7 @@ int scale_channels(int c, double width) {
 static int add_tensor(Model *m, int C, int H, int W, int root, int choff) {
     m->tensors = xrealloc(m->tensors, (m->ntensors + 1) * sizeof *m->tensors);
     Tensor *t = &m->tensors[m->ntensors];
-    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0, 0, -1, -1 };
+    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0, 0, -1, -1, -1, 0 };
     if (root < 0) { t->offset = m->act_per_image; m->act_per_image += (size_t)C * H * W; }
     return m->ntensors++;
 }
@@ -67,6 +67,8 @@ static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
     int H = t->H, W = t->W;
     int Ho = conv_out(H, kh, s, ph), Wo = conv_out(W, kw, s, pw);
     int out = make_output(m, d, cout, Ho, Wo);
+    Tensor *r = &m->tensors[m->tensors[out].root];
+    if (r->affine < 0) { r->affine = m->affine_channels; m->affine_channels += r->C; }
     Op *op = add_op(m, OP_CONV, in, out);
     op->cs = (ConvShape){ cin, cout, kh, kw, s, s, ph, pw };
     char n[96];
@@ -84,8 +86,6 @@ static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
     bn->batches_tracked = 0;
     m->nbuffer_floats += 2 * (size_t)cout;
     op->bn = m->nbns++;
-    op->xhat_offset = m->xhat_per_image;
-    m->xhat_per_image += (size_t)cout * Ho * Wo;
     return out;
 }
 
@@ -250,6 +250,25 @@ static void plan_gradients(Model *m) {
     free(live); free(start); free(end);
 }
 
+/* A unit's output is made whole from its xhat when read. Block inputs, read by
+ * three or more ops, get a slot of their own so that reading a branch's
+ * intermediate tensors between their reads does not evict them. */
+static void plan_slots(Model *m) {
+    int *readers = xcalloc(m->ntensors, sizeof *readers);
+    for (int i = 0; i < m->nops; i++) readers[m->tensors[m->ops[i].in].root]++;
+    readers[m->tensors[m->features].root]++;
+    if (m->aux_input >= 0) readers[m->tensors[m->aux_input].root]++;
+    m->slot_per_image[0] = m->slot_per_image[1] = 0;
+    for (int t = 0; t < m->ntensors; t++) {
+        Tensor *r = &m->tensors[t];
+        if (r->root != t || r->affine < 0 || !readers[t]) continue;
+        r->slot = readers[t] >= 3 ? 0 : 1;
+        size_t size = (size_t)r->C * r->H * r->W;
+        if (size > m->slot_per_image[r->slot]) m->slot_per_image[r->slot] = size;
+    }
+    free(readers);
+}
+
 Model *model_create(const ModelConfig *cfg) {
     if (cfg->classes < 1 || !(cfg->width > 0) || cfg->width > 4)
         die("invalid model: %d classes, width %g", cfg->classes, cfg->width);
@@ -289,6 +308,9 @@ Model *model_create(const ModelConfig *cfg) {
         m->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
     }
     plan_gradients(m);
+    plan_slots(m);
+    m->act_scale = xcalloc(m->affine_channels, sizeof *m->act_scale);
+    m->act_shift = xcalloc(m->affine_channels, sizeof *m->act_shift);
     m->params = xcalloc(m->nparam_floats, sizeof *m->params);
     m->grads = xcalloc(m->nparam_floats, sizeof *m->grads);
     m->momentum = xcalloc(m->nparam_floats, sizeof *m->momentum);
@@ -300,7 +322,8 @@ void model_free(Model *m) {
     if (!m) return;
     free(m->pinfo); free(m->bns); free(m->tensors); free(m->ops);
     free(m->params); free(m->grads); free(m->momentum); free(m->buffers);
-    free(m->acts); free(m->dacts); free(m->xhat); free(m->pool_buf); free(m->scratch); free(m->bn_mean);
+    free(m->act_scale); free(m->act_shift);
+    free(m->acts); free(m->dacts); free(m->act_slot[0]); free(m->act_slot[1]); free(m->pool_buf); free(m->scratch); free(m->bn_mean);
     free(m->bn_istd); free(m->feat); free(m->dfeat); free(m->logits); free(m->dlogits);
     free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
     free(m->drop_mask); free(m);
@@ -361,7 +384,8 @@ static size_t bn_channels(const Model *m) {
 
 size_t model_batch_bytes(const Model *m, int N) {
     size_t C = m->tensors[m->features].C, K = m->cfg.classes;
-    size_t floats = (m->act_per_image + m->grad_per_image + m->xhat_per_image + m->pool_per_image) * N +
+    size_t floats = (m->act_per_image + m->grad_per_image + m->slot_per_image[0] +
+                     m->slot_per_image[1] + m->pool_per_image) * N +
                     scratch_need(m, N) +
                     2 * bn_channels(m) * N + 4 * C * N + 4 * K * N;
     return floats * sizeof(float) + C * N;
@@ -370,13 +394,13 @@ size_t model_batch_bytes(const Model *m, int N) {
 static void ensure_capacity(Model *m, int N) {
     if (N <= m->capacity) return;
     size_t C = m->tensors[m->features].C, K = m->cfg.classes, bnc = bn_channels(m);
-    free(m->acts); free(m->dacts); free(m->xhat); free(m->scratch);
+    free(m->acts); free(m->dacts); free(m->act_slot[0]); free(m->act_slot[1]); free(m->scratch);
     free(m->bn_mean); free(m->bn_istd); free(m->feat); free(m->dfeat);
     free(m->logits); free(m->dlogits); free(m->drop_mask);
     free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
     m->acts = xmalloc(m->act_per_image * N * sizeof(float));
     m->dacts = xmalloc(m->grad_per_image * N * sizeof(float));
-    m->xhat = xmalloc(m->xhat_per_image * N * sizeof(float));
+    for (int s = 0; s < 2; s++) m->act_slot[s] = xmalloc(m->slot_per_image[s] * N * sizeof(float));
     free(m->pool_buf);
     m->pool_buf = xmalloc(m->pool_per_image * N * sizeof(float));
     m->scratch_floats = scratch_need(m, N);
@@ -403,6 +427,41 @@ static float *tensor_at(const Model *m, float *arena, int t, int N) {
     return arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
+static float *P(const Model *m, int param) { return m->params + m->pinfo[param].offset; }
+static float *G(const Model *m, int param) { return m->grads + m->pinfo[param].offset; }
+
+/* Activations of tensor t: its stored values, or its root's BN+ReLU made in its slot. */
+static const float *activations(Model *m, int t, int N) {
+    const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
+    float *stored = tensor_at(m, m->acts, t, N);
+    if (r->affine < 0) return stored;
+    size_t plane = (size_t)N * r->H * r->W;
+    if (m->slot_root[r->slot] != tt->root) {
+        prof_push(PROF_BN_RELU);
+        bn_relu_apply(m->act_slot[r->slot], stored - tt->choff * plane, m->act_scale + r->affine,
+                      m->act_shift + r->affine, r->C, plane);
+        prof_pop();
+        m->slot_root[r->slot] = tt->root;
+    }
+    return m->act_slot[r->slot] + tt->choff * plane;
+}
+
+/* Gamma and beta of every unit (1 and 0 for pools into concatenations) where
+ * readers of its output find them. */
+static void load_affine(Model *m) {
+    for (int i = 0; i < m->nops; i++) {
+        const Op *op = &m->ops[i];
+        const Tensor *to = &m->tensors[op->out], *r = &m->tensors[to->root];
+        if (r->affine < 0) continue;
+        for (int c = 0; c < to->C; c++) {
+            int at = r->affine + to->choff + c;
+            m->act_scale[at] = op->kind == OP_CONV ? P(m, op->gamma)[c] : 1.0f;
+            m->act_shift[at] = op->kind == OP_CONV ? P(m, op->beta)[c] : 0.0f;
+        }
+    }
+    m->slot_root[0] = m->slot_root[1] = -1;
+}
+
 /* Address of the gradient of tensor t; zeroed first when event ev starts it. */
 static float *grad_at(const Model *m, int t, int N, int ev) {
     const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
@@ -420,12 +479,11 @@ static void load_input(Model *m, const float *x, int N) {
             memcpy(in + ((size_t)c * N + n) * HW, x + ((size_t)n * 3 + c) * HW, HW * sizeof *x);
 }
 
-static float *P(const Model *m, int param) { return m->params + m->pinfo[param].offset; }
-static float *G(const Model *m, int param) { return m->grads + m->pinfo[param].offset; }
 
-static void pool_forward(const Model *m, const Op *op, int N) {
+static void pool_forward(Model *m, const Op *op, int N) {
     const Tensor *ti = &m->tensors[op->in];
-    float *in = tensor_at(m, m->acts, op->in, N), *out = tensor_at(m, m->acts, op->out, N);
+    const float *in = activations(m, op->in, N);
+    float *out = tensor_at(m, m->acts, op->out, N);
     prof_push(PROF_POOL);
     if (op->kind == OP_MAXPOOL)
         maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
@@ -436,33 +494,29 @@ static void pool_forward(const Model *m, const Op *op, int N) {
 
 /* Forward through every op; train selects batch statistics (in groups). */
 static void forward_ops(Model *m, int N, int train, int groups) {
+    load_affine(m);
     for (int i = 0; i < m->nops; i++) {
         const Op *op = &m->ops[i];
         const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
-        float *in = tensor_at(m, m->acts, op->in, N), *out = tensor_at(m, m->acts, op->out, N);
-        if (op->kind == OP_CONV) {
-            BatchNorm *bn = &m->bns[op->bn];
-            float *y = m->xhat + op->xhat_offset * N;
-            float *rm = m->buffers + bn->offset, *rv = rm + bn->channels;
-            int64_t M = (int64_t)N * to->H * to->W;
-            prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
-            conv_forward(y, in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
-            prof_pop();
-            prof_push(PROF_BN_RELU);
-            if (train) {
-                size_t bn_base = (bn->offset / 2) * groups;
-                bn_relu_forward_train(y, out, P(m, op->gamma), P(m, op->beta), m->bn_mean + bn_base,
-                                      m->bn_istd + bn_base, rm, rv, bn->channels, M, groups,
-                                      BN_MOMENTUM, BN_EPS);
-                bn->batches_tracked++;
-            } else {
-                bn_relu_forward_eval(y, out, P(m, op->gamma), P(m, op->beta), rm, rv,
-                                     bn->channels, M, BN_EPS);
-            }
-            prof_pop();
+        if (op->kind != OP_CONV) { pool_forward(m, op, N); continue; }
+        BatchNorm *bn = &m->bns[op->bn];
+        float *y = tensor_at(m, m->acts, op->out, N);     /* conv output, then xhat in place */
+        float *rm = m->buffers + bn->offset, *rv = rm + bn->channels;
+        int64_t M = (int64_t)N * to->H * to->W;
+        const float *in = activations(m, op->in, N);
+        prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
+        conv_forward(y, in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
+        prof_pop();
+        prof_push(PROF_BN_RELU);
+        if (train) {
+            size_t bn_base = (bn->offset / 2) * groups;
+            bn_forward_train(y, m->bn_mean + bn_base, m->bn_istd + bn_base, rm, rv, bn->channels,
+                             M, groups, BN_MOMENTUM, BN_EPS);
+            bn->batches_tracked++;
         } else {
-            pool_forward(m, op, N);
+            bn_forward_eval(y, rm, rv, bn->channels, M, BN_EPS);
         }
+        prof_pop();
     }
 }
 
@@ -470,29 +524,34 @@ static void backward_ops(Model *m, int N, int groups) {
     for (int i = m->nops - 1; i >= 0; i--) {
         const Op *op = &m->ops[i];
         const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
-        float *in = tensor_at(m, m->acts, op->in, N), *out = tensor_at(m, m->acts, op->out, N);
         int ev = m->nops - i;
         float *dout = grad_at(m, op->out, N, ev);
         float *din = op->in == m->input ? NULL : grad_at(m, op->in, N, ev);
         if (op->kind == OP_CONV) {
             const BatchNorm *bn = &m->bns[op->bn];
-            float *xhat = m->xhat + op->xhat_offset * N;
+            float *xhat = tensor_at(m, m->acts, op->out, N);   /* becomes the conv output's gradient */
+            if (m->slot_root[0] == to->root) m->slot_root[0] = -1;
+            if (m->slot_root[1] == to->root) m->slot_root[1] = -1;
             prof_push(PROF_BN_RELU);
-            bn_relu_backward(xhat, G(m, op->gamma), G(m, op->beta), dout, out, P(m, op->gamma),
-                             m->bn_istd + (bn->offset / 2) * groups, bn->channels,
+            bn_relu_backward(xhat, G(m, op->gamma), G(m, op->beta), dout, P(m, op->gamma),
+                             P(m, op->beta), m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
             if (ti->pooled_by >= 0) pool_forward(m, &m->ops[ti->pooled_by], N);  /* pool again */
+            const float *in = activations(m, op->in, N);
             prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             conv_backward(din, G(m, op->weight), xhat, in, P(m, op->weight), &op->cs, N, ti->H,
                           ti->W, m->scratch);
             prof_pop();
         } else if (din) {
-            prof_push(PROF_POOL);
-            if (op->kind == OP_MAXPOOL)
+            if (op->kind == OP_MAXPOOL) {
+                const float *in = activations(m, op->in, N);
+                prof_push(PROF_POOL);
                 maxpool_backward(din, dout, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
-            else
+            } else {
+                prof_push(PROF_POOL);
                 avgpool_backward(din, dout, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+            }
             prof_pop();
         }
     }
@@ -511,7 +570,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     prof_push(PROF_HEAD);
     const Tensor *tf = &m->tensors[m->features];
     int C = tf->C, K = m->cfg.classes, HW = tf->H * tf->W;
-    gap_forward(m->feat, tensor_at(m, m->acts, m->features, N), C, N, HW);
+    gap_forward(m->feat, activations(m, m->features, N), C, N, HW);
     if (m->cfg.dropout > 0) dropout_forward(m->feat, m->drop_mask, C, N, m->cfg.dropout, dropout_seed, keys);
     linear_forward(m->logits, m->feat, P(m, m->linear_w), P(m, m->linear_b), C, N, K);
     double loss = softmax_xent(m->dlogits, m->logits, y, N, K, 1.0f);
@@ -527,7 +586,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     if (m->aux_input >= 0) {
         const Tensor *ta = &m->tensors[m->aux_input];
         int Ca = ta->C, HWa = ta->H * ta->W;
-        gap_forward(m->aux_feat, tensor_at(m, m->acts, m->aux_input, N), Ca, N, HWa);
+        gap_forward(m->aux_feat, activations(m, m->aux_input, N), Ca, N, HWa);
         linear_forward(m->aux_logits, m->aux_feat, P(m, m->aux_w), P(m, m->aux_b), Ca, N, K);
         loss += AUX_LOSS_WEIGHT * softmax_xent(m->daux_logits, m->aux_logits, y, N, K, AUX_LOSS_WEIGHT);
         memset(m->daux_feat, 0, (size_t)Ca * N * sizeof *m->daux_feat);
@@ -546,7 +605,7 @@ void model_eval(Model *m, const float *x, int N, float *logits) {
     forward_ops(m, N, 0, 1);
     const Tensor *tf = &m->tensors[m->features];
     int C = tf->C;
-    gap_forward(m->feat, tensor_at(m, m->acts, m->features, N), C, N, tf->H * tf->W);
+    gap_forward(m->feat, activations(m, m->features, N), C, N, tf->H * tf->W);
     linear_forward(logits, m->feat, P(m, m->linear_w), P(m, m->linear_b), C, N, m->cfg.classes);
 }
 

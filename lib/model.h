@@ -41,6 +41,10 @@ typedef struct {
     int grad_start;           /* roots: backward event that first writes the gradient, -1: none */
     int pooled_by;            /* a pool's own output, kept in pool_buf and recomputed in
                                  backward by this op; -1 for tensors kept in the arena */
+    int affine;               /* roots that units write: their channels' BN+ReLU at
+                                 [affine, affine + C) of act_scale/act_shift; -1: the
+                                 stored values are the activations */
+    int slot;                 /* roots with affine: the act_slot their activations go to */
 } Tensor;
 
 typedef struct {
@@ -48,7 +52,6 @@ typedef struct {
     int in, out;
     ConvShape cs;             /* pools: kernel kh, stride sh, padding ph */
     int weight, gamma, beta, bn;
-    size_t xhat_offset;       /* floats per image into the xhat arena */
 } Op;
 
 typedef struct {
@@ -59,12 +62,18 @@ typedef struct {
     Op *ops; int nops;
     int input, features, aux_input;          /* tensor ids */
     int linear_w, linear_b, aux_w, aux_b;    /* param ids of the classifiers */
-    size_t nparam_floats, nbuffer_floats, act_per_image, xhat_per_image, grad_per_image;
+    size_t nparam_floats, nbuffer_floats, act_per_image, grad_per_image;
     size_t pool_per_image;    /* largest pool output recomputed in backward */
+    size_t slot_per_image[2]; /* activations made when read: of roots read thrice or more
+                                 (block inputs), of the rest */
+    int affine_channels;
     float *params, *grads, *momentum, *buffers;   /* buffers: BN running statistics */
-    /* per-batch storage, grown to the largest batch seen */
-    int capacity;
-    float *acts, *dacts, *xhat, *scratch, *bn_mean, *bn_istd, *pool_buf;
+    float *act_scale, *act_shift;                 /* [affine_channels]: gamma and beta, or 1, 0 */
+    /* per-batch storage, grown to the largest batch seen. The arena holds each
+     * unit's xhat (pools and the input: their values); act_slot[s] holds the
+     * activations of root slot_root[s] (-1 for none), made when read. */
+    int capacity, slot_root[2];
+    float *acts, *dacts, *act_slot[2], *scratch, *bn_mean, *bn_istd, *pool_buf;
     float *feat, *dfeat, *logits, *dlogits, *aux_feat, *daux_feat, *aux_logits, *daux_logits;
     uint8_t *drop_mask;
     size_t scratch_floats, bn_stat_floats;
