@@ -19,6 +19,10 @@ typedef struct {
 
 static inline int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) / s + 1; }
 
+/* p[0, n) = 0 on all threads: large per-batch buffers, where one thread's
+ * memset would hold the others up. */
+void zero_floats(float *p, size_t n);
+
 /* Floats of scratch a convolution needs for N images (0 for 1x1 stride 1). */
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W);
 

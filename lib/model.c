@@ -466,7 +466,7 @@ static void load_affine(Model *m) {
 static float *grad_at(const Model *m, int t, int N, int ev) {
     const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
     float *root = m->dacts + r->grad_offset * N;
-    if (r->grad_start == ev) memset(root, 0, (size_t)r->C * r->H * r->W * N * sizeof *root);
+    if (r->grad_start == ev) zero_floats(root, (size_t)r->C * r->H * r->W * N);
     return root + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
@@ -576,7 +576,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     double loss = softmax_xent(m->dlogits, m->logits, y, N, K, 1.0f);
     if (logits_out) memcpy(logits_out, m->logits, (size_t)N * K * sizeof *logits_out);
 
-    memset(m->grads, 0, m->nparam_floats * sizeof *m->grads);
+    zero_floats(m->grads, m->nparam_floats);
     memset(m->dfeat, 0, (size_t)C * N * sizeof *m->dfeat);
     linear_backward(m->dfeat, G(m, m->linear_w), G(m, m->linear_b), m->dlogits, m->feat,
                     P(m, m->linear_w), C, N, K);
