@@ -194,6 +194,60 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
     if (transposed) transposed_backward(din, dout, weight, cs, N, H, W, scratch);
 }
 
+/* ---- grouped 1x1 convolutions ---- */
+
+size_t conv1x1_group_scratch_floats(int rows, int64_t L) {
+    size_t all = (size_t)rows * L;
+    return all < SCRATCH_TARGET ? all : SCRATCH_TARGET < (size_t)rows ? (size_t)rows : SCRATCH_TARGET;
+}
+
+static int group_rows(const int *couts, int groups) {
+    int rows = 0;
+    for (int g = 0; g < groups; g++) rows += couts[g];
+    return rows;
+}
+
+/* Between the stacked rows of a chunk [rows, n] and the groups' own tensors
+ * [couts[g], L] at column c0: to_stack gathers, else scatters. */
+static void copy_group_rows(float *stack, float *const *part, const int *couts, int groups,
+                            int64_t L, int64_t c0, int64_t n, int to_stack) {
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < group_rows(couts, groups); r++) {
+        int g = 0, row = r;
+        while (row >= couts[g]) row -= couts[g++];
+        float *s = stack + (int64_t)r * n, *t = part[g] + (int64_t)row * L + c0;
+        memcpy(to_stack ? s : t, to_stack ? t : s, n * sizeof *s);
+    }
+}
+
+void conv1x1_group_forward(float *const *out, const int *couts, int groups, const float *in,
+                           const float *weight, int cin, int64_t L, float *scratch) {
+    int rows = group_rows(couts, groups);
+    int64_t step = conv1x1_group_scratch_floats(rows, L) / rows;
+    for (int64_t c0 = 0; c0 < L; c0 += step) {
+        int64_t n = L - c0 < step ? L - c0 : step;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, cin, 1.0f, weight, cin,
+                    in + c0, L, 0.0f, scratch, n);
+        copy_group_rows(scratch, out, couts, groups, L, c0, n, 0);
+    }
+}
+
+void conv1x1_group_backward(float *din, float *dweight, float *const *dout, const int *couts,
+                            int groups, const float *in, const float *weight, int cin, int64_t L,
+                            float *scratch) {
+    int rows = group_rows(couts, groups);
+    int64_t step = conv1x1_group_scratch_floats(rows, L) / rows;
+    for (int64_t c0 = 0; c0 < L; c0 += step) {
+        int64_t n = L - c0 < step ? L - c0 : step;
+        copy_group_rows(scratch, dout, couts, groups, L, c0, n, 1);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cin, n, 1.0f, scratch, n,
+                    in + c0, L, 1.0f, dweight, cin);
+        if (din)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, n, rows, 1.0f, weight, cin,
+                        scratch, n, 1.0f, din + c0, L);
+    }
+}
+
 /* ---- batch norm + ReLU ---- */
 
 /* A unit's output from its stored xhat; NaN passes, as in PyTorch's ReLU. */

@@ -34,6 +34,18 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
 void conv_backward(float *din, float *dweight, const float *dout, const float *in,
                    const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch);
 
+/* Several 1x1 stride-1 convolutions of one input as one GEMM: its many rows
+ * keep OpenBLAS near its peak where each alone has few. weight [rows, cin]
+ * stacks theirs (rows = the sum of couts[g]); out[g] [couts[g], L]. Works in
+ * chunks of columns through scratch (conv1x1_group_scratch_floats). */
+size_t conv1x1_group_scratch_floats(int rows, int64_t L);
+void conv1x1_group_forward(float *const *out, const int *couts, int groups, const float *in,
+                           const float *weight, int cin, int64_t L, float *scratch);
+/* din [cin, L] += ... (may be NULL), dweight [rows, cin] += ...; dout[g] [couts[g], L] */
+void conv1x1_group_backward(float *din, float *dweight, float *const *dout, const int *couts,
+                            int groups, const float *in, const float *weight, int cin, int64_t L,
+                            float *scratch);
+
 /* Batch norm followed by ReLU over rows of M = N*H*W values per channel, in
  * `groups` groups of M/groups consecutive values with their own statistics
  * (groups > 1 is "ghost" BN: local statistics of each worker's images).

@@ -42,7 +42,7 @@ static Op *add_op(Model *m, OpKind kind, int in, int out) {
     m->ops = xrealloc(m->ops, (m->nops + 1) * sizeof *m->ops);
     Op *op = &m->ops[m->nops++];
     memset(op, 0, sizeof *op);
-    op->kind = kind; op->in = in; op->out = out;
+    op->kind = kind; op->in = in; op->out = out; op->group = -1;
     return op;
 }
 
@@ -269,6 +269,39 @@ static void plan_slots(Model *m) {
     free(readers);
 }
 
+static int is_pointwise_conv(const Op *op) {
+    return op->kind == OP_CONV && op->cs.kh == 1 && op->cs.kw == 1 && op->cs.sh == 1 && op->cs.ph == 0;
+}
+
+/* 1x1 convs reading one tensor (an Inception block's input feeds three) form
+ * a group, and their weights are laid out one after another so that the
+ * group's is one [rows, cin] matrix. Offsets only move: names, order of
+ * initialisation and checkpoints stay as they are. */
+static void plan_groups(Model *m) {
+    for (int i = 0; i < m->nops; i++) {
+        Op *a = &m->ops[i];
+        if (!is_pointwise_conv(a) || a->group >= 0) continue;
+        for (int j = i + 1; j < m->nops; j++)
+            if (is_pointwise_conv(&m->ops[j]) && m->ops[j].in == a->in) m->ops[j].group = a->group = i;
+    }
+    int *op_of = xmalloc(m->nparams * sizeof *op_of);
+    for (int p = 0; p < m->nparams; p++) op_of[p] = -1;
+    for (int i = 0; i < m->nops; i++) if (m->ops[i].kind == OP_CONV) op_of[m->ops[i].weight] = i;
+    size_t off = 0;
+    for (int p = 0; p < m->nparams; p++) {
+        int i = op_of[p];
+        if (i >= 0 && m->ops[i].group >= 0 && m->ops[i].group != i) continue;   /* placed with its group */
+        if (i < 0 || m->ops[i].group < 0) { m->pinfo[p].offset = off; off += m->pinfo[p].size; continue; }
+        for (int j = i; j < m->nops; j++)
+            if (m->ops[j].group == i) {
+                Param *w = &m->pinfo[m->ops[j].weight];
+                w->offset = off;
+                off += w->size;
+            }
+    }
+    free(op_of);
+}
+
 Model *model_create(const ModelConfig *cfg) {
     if (cfg->classes < 1 || !(cfg->width > 0) || cfg->width > 4)
         die("invalid model: %d classes, width %g", cfg->classes, cfg->width);
@@ -307,6 +340,7 @@ Model *model_create(const ModelConfig *cfg) {
         m->aux_w = add_param(m, "AuxLogits.fc.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, ca });
         m->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
     }
+    plan_groups(m);
     plan_gradients(m);
     plan_slots(m);
     m->act_scale = xcalloc(m->affine_channels, sizeof *m->act_scale);
@@ -371,6 +405,12 @@ static size_t scratch_need(const Model *m, int N) {
         if (op->kind != OP_CONV) continue;
         const Tensor *t = &m->tensors[op->in];
         size_t s = 2 * conv_scratch_floats(&op->cs, N, t->H, t->W);
+        if (op->group == i) {
+            int rows = 0;
+            for (int j = i; j < m->nops; j++) if (m->ops[j].group == i) rows += m->ops[j].cs.cout;
+            size_t g = conv1x1_group_scratch_floats(rows, (int64_t)N * t->H * t->W);
+            if (g > s) s = g;
+        }
         if (s > need) need = s;
     }
     return need;
@@ -492,6 +532,20 @@ static void pool_forward(Model *m, const Op *op, int N) {
     prof_pop();
 }
 
+/* The tensors of the 1x1 convs grouped with op first: their outputs, and in
+ * backward their gradients, which bn_relu_backward leaves in the same place. */
+enum { MAX_GROUP = 8 };
+static int group_members(const Model *m, int first, int N, float **rows, int *couts) {
+    int g = 0;
+    for (int j = first; j < m->nops; j++)
+        if (m->ops[j].group == first) {
+            if (g == MAX_GROUP) die("internal: more than %d 1x1 convolutions share an input", MAX_GROUP);
+            rows[g] = tensor_at(m, m->acts, m->ops[j].out, N);
+            couts[g++] = m->ops[j].cs.cout;
+        }
+    return g;
+}
+
 /* Forward through every op; train selects batch statistics (in groups). */
 static void forward_ops(Model *m, int N, int train, int groups) {
     load_affine(m);
@@ -503,9 +557,16 @@ static void forward_ops(Model *m, int N, int train, int groups) {
         float *y = tensor_at(m, m->acts, op->out, N);     /* conv output, then xhat in place */
         float *rm = m->buffers + bn->offset, *rv = rm + bn->channels;
         int64_t M = (int64_t)N * to->H * to->W;
-        const float *in = activations(m, op->in, N);
         prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
-        conv_forward(y, in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
+        if (op->group < 0) {
+            conv_forward(y, activations(m, op->in, N), P(m, op->weight), &op->cs, N, ti->H, ti->W,
+                         m->scratch);
+        } else if (op->group == i) {          /* the whole group; the others' outputs wait */
+            float *outs[MAX_GROUP];
+            int couts[MAX_GROUP], groups = group_members(m, i, N, outs, couts);
+            conv1x1_group_forward(outs, couts, groups, activations(m, op->in, N), P(m, op->weight),
+                                  op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
+        }
         prof_pop();
         prof_push(PROF_BN_RELU);
         if (train) {
@@ -537,11 +598,19 @@ static void backward_ops(Model *m, int N, int groups) {
                              P(m, op->beta), m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
+            if (op->group >= 0 && op->group != i) continue;   /* with the group's first op */
             if (ti->pooled_by >= 0) pool_forward(m, &m->ops[ti->pooled_by], N);  /* pool again */
             const float *in = activations(m, op->in, N);
             prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
-            conv_backward(din, G(m, op->weight), xhat, in, P(m, op->weight), &op->cs, N, ti->H,
-                          ti->W, m->scratch);
+            if (op->group < 0) {
+                conv_backward(din, G(m, op->weight), xhat, in, P(m, op->weight), &op->cs, N, ti->H,
+                              ti->W, m->scratch);
+            } else {              /* the last of its group backward visits: all their dy are ready */
+                float *douts[MAX_GROUP];
+                int couts[MAX_GROUP], groups = group_members(m, i, N, douts, couts);
+                conv1x1_group_backward(din, G(m, op->weight), douts, couts, groups, in, P(m, op->weight),
+                                       op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
+            }
             prof_pop();
         } else if (din) {
             if (op->kind == OP_MAXPOOL) {

@@ -52,6 +52,8 @@ typedef struct {
     int in, out;
     ConvShape cs;             /* pools: kernel kh, stride sh, padding ph */
     int weight, gamma, beta, bn;
+    int group;                /* 1x1 convs of one input run as one GEMM: the group's first
+                                 op, whose weights lead theirs in memory; -1: alone */
 } Op;
 
 typedef struct {

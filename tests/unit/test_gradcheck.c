@@ -81,6 +81,48 @@ static void check_conv(const char *name, ConvShape cs, int N, int H, int W) {
     free(k.in); free(k.w); free(k.scratch); free(c.out); free(c.r); free(din); free(dw);
 }
 
+/* ---- 1x1 convolutions of one input as one GEMM ---- */
+/* Largest |a - b| relative to the largest |b|. */
+static double rel_max_diff(const float *a, const float *b, size_t n) {
+    double d = 0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) { d = fmax(d, fabs(a[i] - b[i])); scale = fmax(scale, fabs(b[i])); }
+    return d / scale;
+}
+
+/* Equal, to rounding, to each convolution alone: outputs, d(weight), and the
+ * summed d(input); over enough columns to take two chunks. */
+static void check_conv1x1_group(void) {
+    enum { G = 3, CIN = 5 };
+    const int couts[G] = { 4, 2, 3 }, N = 2, H = 300, W = 400;
+    const int64_t L = (int64_t)N * H * W;
+    int rows = 0;
+    for (int g = 0; g < G; g++) rows += couts[g];
+    float *in = randn(CIN * L), *weight = randn((size_t)rows * CIN), *dw = zeros((size_t)rows * CIN);
+    float *dw_ref = zeros((size_t)rows * CIN), *din = zeros(CIN * L), *din_ref = zeros(CIN * L);
+    float *out[G], *ref[G], *dout[G];
+    for (int g = 0; g < G; g++) { out[g] = zeros(couts[g] * L); ref[g] = zeros(couts[g] * L); dout[g] = randn(couts[g] * L); }
+    CHECK(conv1x1_group_scratch_floats(rows, L) < (size_t)rows * L, "the group test takes one chunk only");
+    float *scratch = zeros(conv1x1_group_scratch_floats(rows, L));
+    conv1x1_group_forward(out, couts, G, in, weight, CIN, L, scratch);
+    conv1x1_group_backward(din, dw, dout, couts, G, in, weight, CIN, L, scratch);
+    double worst = 0;
+    int row = 0;
+    for (int g = 0; g < G; g++) {
+        ConvShape cs = { CIN, couts[g], 1, 1, 1, 1, 0, 0 };
+        conv_forward(ref[g], in, weight + (size_t)row * CIN, &cs, N, H, W, NULL);
+        conv_backward(din_ref, dw_ref + (size_t)row * CIN, dout[g], in, weight + (size_t)row * CIN, &cs,
+                      N, H, W, NULL);
+        worst = fmax(worst, rel_max_diff(out[g], ref[g], couts[g] * L));
+        row += couts[g];
+    }
+    worst = fmax(worst, rel_max_diff(dw, dw_ref, (size_t)rows * CIN));
+    worst = fmax(worst, rel_max_diff(din, din_ref, CIN * L));
+    CHECK(worst < 1e-5, "grouped 1x1 convolutions differ from separate ones by %.3g", worst);
+    printf("%-40s worst %.2e\n", "1x1 group = separate 1x1 convolutions", worst);
+    for (int g = 0; g < G; g++) { free(out[g]); free(ref[g]); free(dout[g]); }
+    free(in); free(weight); free(dw); free(dw_ref); free(din); free(din_ref); free(scratch);
+}
+
 /* ---- batch norm + ReLU (training) ---- */
 typedef struct { int C, groups; int64_t M; float *y, *work, *gamma, *beta, *mean, *istd, *rm, *rv; } BnCtx;
 static void bn_fwd(Case *c) {
@@ -221,6 +263,7 @@ int main(void) {
     check_conv("1x3 p(0,1)", (ConvShape){ 3, 4, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
     check_conv("3x1 p(1,0)", (ConvShape){ 3, 4, 3, 1, 1, 1, 1, 0 }, 2, 6, 6);
     check_conv("4x4 valid", (ConvShape){ 3, 4, 4, 4, 1, 1, 0, 0 }, 3, 4, 4);
+    check_conv1x1_group();
     eps = EPS_BN;
     check_bn(1);
     check_bn(2);
