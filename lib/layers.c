@@ -5,6 +5,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_max_threads(void) { return 1; }
+static int omp_get_thread_num(void) { return 0; }
+#endif
 
 /* Floats of im2col per chunk of images: 8 MB ran fastest of 2 to 128 MB (make bench). */
 #define SCRATCH_TARGET ((size_t)1 << 21)
@@ -40,10 +46,163 @@ static ConvShape transposed_shape(const ConvShape *cs) {
                         cs->kw - 1 - cs->pw };
 }
 
+/* ---- direct convolution ----
+ * A stride-1 convolution whose rows are wide against its kernel takes no
+ * im2col: an image, padded, is a [cin, Hp*Wp] matrix in which kernel tap
+ * (ki, kj) is the shift ki*Wp + kj, so the convolution is kh*kw GEMMs of the
+ * tap's [cout, cin] weights by shifted views, over Ho rows of Wp columns; the
+ * kw-1 columns of each row past Wo read across the row's end and are dropped.
+ * Images go to threads, each GEMM (small enough to stay in cache) to one. */
+static int is_direct(const ConvShape *cs, int H, int W) {
+    if (cs->sh != 1 || cs->sw != 1 || is_pointwise(cs) || cs->ph >= cs->kh || cs->pw >= cs->kw)
+        return 0;
+    int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
+    /* at most 15% of columns wasted, both ways, and GEMMs of 256 columns or
+     * more: at 6x6 or 14x14 (Mixed_6, Mixed_7) one image is too little work */
+    return 100 * (cs->kw - 1) <= 15 * Wo && 100 * (cs->kw - 1) <= 15 * W &&
+           Ho * (W + 2 * cs->pw) >= 256;
+}
+
+static ConvShape transposed_shape(const ConvShape *cs);
+
+/* Floats of one image's padded input, with room for the last row's overrun. */
+static size_t padded_floats(const ConvShape *cs, int H, int W) {
+    return (size_t)cs->cin * (H + 2 * cs->ph) * (W + 2 * cs->pw) + cs->kw;
+}
+
+/* Per thread: the padded image, output (or d(output)) rows, d(weight), and
+ * the transposed pass's padded d(output) and d(input) rows. */
+static size_t direct_thread_floats(const ConvShape *cs, int H, int W) {
+    ConvShape ts = transposed_shape(cs);
+    int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
+    size_t rows = (size_t)cs->cout * Ho * (W + 2 * cs->pw);
+    size_t kernel = (size_t)cs->cout * cs->cin * cs->kh * cs->kw;
+    size_t transposed = padded_floats(&ts, Ho, Wo) + (size_t)cs->cin * H * (Wo + 2 * ts.pw);
+    return padded_floats(cs, H, W) + rows + kernel + transposed;
+}
+
+/* xp [cin, H+2ph, W+2pw] (then kw zeros) = image in [cin, H, W], channel rows `stride` apart */
+static void pad_image(float *xp, const float *in, int64_t stride, const ConvShape *cs, int H, int W) {
+    int Hp = H + 2 * cs->ph, Wp = W + 2 * cs->pw;
+    for (int ci = 0; ci < cs->cin; ci++) {
+        float *plane = xp + (int64_t)ci * Hp * Wp;
+        memset(plane, 0, (size_t)cs->ph * Wp * sizeof *plane);
+        for (int y = 0; y < H; y++) {
+            float *row = plane + (int64_t)(y + cs->ph) * Wp;
+            memset(row, 0, cs->pw * sizeof *row);
+            memcpy(row + cs->pw, in + ci * stride + (int64_t)y * W, W * sizeof *row);
+            memset(row + cs->pw + W, 0, cs->pw * sizeof *row);
+        }
+        memset(plane + (int64_t)(cs->ph + H) * Wp, 0, (size_t)cs->ph * Wp * sizeof *plane);
+    }
+    memset(xp + (int64_t)cs->cin * Hp * Wp, 0, cs->kw * sizeof *xp);
+}
+
+/* One image: out [cout, Ho, Wo] (+)= the convolution of in [cin, H, W] by
+ * taps [kh*kw][cout][cin]; channel rows out_stride and in_stride apart. */
+static void direct_image(float *out, int64_t out_stride, const float *in, int64_t in_stride,
+                         const float *taps, const ConvShape *cs, int H, int W, int accumulate,
+                         float *xp, float *yp) {
+    int Hp = H + 2 * cs->ph, Wp = W + 2 * cs->pw, Ho = Hp - cs->kh + 1, Wo = Wp - cs->kw + 1;
+    int64_t n = (int64_t)Ho * Wp;
+    pad_image(xp, in, in_stride, cs, H, W);
+    for (int t = 0; t < cs->kh * cs->kw; t++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, n, cs->cin, 1.0f,
+                    taps + (int64_t)t * cs->cout * cs->cin, cs->cin,
+                    xp + (int64_t)(t / cs->kw) * Wp + t % cs->kw, (int64_t)Hp * Wp, t ? 1.0f : 0.0f, yp, n);
+    for (int co = 0; co < cs->cout; co++)
+        for (int oy = 0; oy < Ho; oy++) {
+            float *dst = out + co * out_stride + (int64_t)oy * Wo;
+            const float *src = yp + co * n + (int64_t)oy * Wp;
+            if (accumulate) for (int ox = 0; ox < Wo; ox++) dst[ox] += src[ox];
+            else memcpy(dst, src, Wo * sizeof *dst);
+        }
+}
+
+/* taps [kh*kw][cout][cin] of weight [cout, cin, kh, kw]; flipped: the
+ * transposed convolution's, [kh*kw][cin][cout] with each kernel turned 180 degrees */
+static void kernel_taps(float *taps, const float *weight, const ConvShape *cs, int flipped) {
+    int kk = cs->kh * cs->kw;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < kk; t++)
+        for (int co = 0; co < cs->cout; co++)
+            for (int ci = 0; ci < cs->cin; ci++) {
+                float w = weight[((int64_t)co * cs->cin + ci) * kk + t];
+                if (flipped) taps[((int64_t)(kk - 1 - t) * cs->cin + ci) * cs->cout + co] = w;
+                else taps[((int64_t)t * cs->cout + co) * cs->cin + ci] = w;
+            }
+}
+
+static void direct_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
+                           int N, int H, int W, float *scratch) {
+    int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
+    size_t per_thread = direct_thread_floats(cs, H, W);
+    float *taps = scratch, *threads = scratch + (size_t)cs->cout * cs->cin * cs->kh * cs->kw;
+    kernel_taps(taps, weight, cs, 0);
+    #pragma omp parallel num_threads(omp_get_max_threads())
+    {
+        float *xp = threads + omp_get_thread_num() * per_thread, *yp = xp + padded_floats(cs, H, W);
+        #pragma omp for schedule(static)
+        for (int n = 0; n < N; n++)
+            direct_image(out + (int64_t)n * Ho * Wo, (int64_t)N * Ho * Wo, in + (int64_t)n * H * W,
+                         (int64_t)N * H * W, taps, cs, H, W, 0, xp, yp);
+    }
+}
+
+/* d(weight) per thread over its images, summed in thread order (the same bits
+ * for the same thread count); d(input) by the transposed convolution. */
+static void direct_backward(float *din, float *dweight, const float *dout, const float *in,
+                            const float *weight, const ConvShape *cs, int N, int H, int W,
+                            float *scratch) {
+    int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
+    int Hp = H + 2 * cs->ph, Wp = W + 2 * cs->pw, kk = cs->kh * cs->kw, T = omp_get_max_threads();
+    int64_t n = (int64_t)Ho * Wp;
+    size_t kernel = (size_t)cs->cout * cs->cin * kk, per_thread = direct_thread_floats(cs, H, W);
+    ConvShape ts = transposed_shape(cs);
+    float *taps = scratch, *threads = scratch + kernel;
+    kernel_taps(taps, weight, cs, 1);
+    #pragma omp parallel num_threads(T)
+    {
+        float *xp = threads + omp_get_thread_num() * per_thread, *dy = xp + padded_floats(cs, H, W);
+        float *dw = dy + (size_t)cs->cout * n, *tp = dw + kernel, *ty = tp + padded_floats(&ts, Ho, Wo);
+        memset(dw, 0, kernel * sizeof *dw);
+        #pragma omp for schedule(static)
+        for (int i = 0; i < N; i++) {
+            pad_image(xp, in + (int64_t)i * H * W, (int64_t)N * H * W, cs, H, W);
+            for (int co = 0; co < cs->cout; co++)        /* d(output) rows, zero past Wo */
+                for (int oy = 0; oy < Ho; oy++) {
+                    float *row = dy + co * n + (int64_t)oy * Wp;
+                    memcpy(row, dout + ((int64_t)co * N + i) * Ho * Wo + (int64_t)oy * Wo, Wo * sizeof *row);
+                    memset(row + Wo, 0, (Wp - Wo) * sizeof *row);
+                }
+            for (int t = 0; t < kk; t++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, cs->cin, n, 1.0f,
+                            dy, n, xp + (int64_t)(t / cs->kw) * Wp + t % cs->kw, (int64_t)Hp * Wp, 1.0f,
+                            dw + (int64_t)t * cs->cout * cs->cin, cs->cin);
+            if (din)
+                direct_image(din + (int64_t)i * H * W, (int64_t)N * H * W, dout + (int64_t)i * Ho * Wo,
+                             (int64_t)N * Ho * Wo, taps, &ts, Ho, Wo, 1, tp, ty);
+        }
+    }
+    #pragma omp parallel for schedule(static)
+    for (int co = 0; co < cs->cout; co++)
+        for (int t = 0; t < T; t++) {
+            const float *dw = threads + t * per_thread + padded_floats(cs, H, W) + (size_t)cs->cout * n;
+            for (int ci = 0; ci < cs->cin; ci++)
+                for (int k = 0; k < kk; k++)
+                    dweight[((int64_t)co * cs->cin + ci) * kk + k] += dw[((int64_t)k * cs->cout + co) * cs->cin + ci];
+        }
+}
+
 /* Forward: columns of the input. Backward: those, or columns of d(output)
- * followed by the flipped kernel, or (strided) two sets of input columns. */
+ * followed by the flipped kernel, or (strided) two sets of input columns.
+ * Direct: the kernel's taps, then each thread's buffers (at the current
+ * thread count). */
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W) {
     if (is_pointwise(cs)) return 0;
+    if (is_direct(cs, H, W))
+        return (size_t)cs->cout * cs->cin * cs->kh * cs->kw +
+               (size_t)omp_get_max_threads() * direct_thread_floats(cs, H, W);
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
     size_t col = (size_t)cs->cin * cs->kh * cs->kw * chunk_images(cs, N, Ho, Wo) * Ho * Wo;
     if (!backward_by_transposed(cs)) return col;
@@ -122,6 +281,7 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
                     weight, cs->cin, in, L, 0.0f, out, L);
         return;
     }
+    if (is_direct(cs, H, W)) { direct_forward(out, in, weight, cs, N, H, W, scratch); return; }
     int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
@@ -172,6 +332,7 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
                         weight, cs->cin, dout, L, 1.0f, din, L);
         return;
     }
+    if (is_direct(cs, H, W)) { direct_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch); return; }
     int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
     int transposed = din && backward_by_transposed(cs);
     float *col = scratch, *dcol = scratch + conv_scratch_floats(cs, N, H, W);
