@@ -432,7 +432,8 @@ size_t model_batch_bytes(const Model *m, int N) {
 }
 
 static void ensure_capacity(Model *m, int N) {
-    if (N <= m->capacity) return;
+    if (N <= m->capacity && m->capacity_threads == max_threads()) return;
+    if (N < m->capacity) N = m->capacity;        /* the thread count changed: same size */
     size_t C = m->tensors[m->features].C, K = m->cfg.classes, bnc = bn_channels(m);
     free(m->acts); free(m->dacts); free(m->act_slot[0]); free(m->act_slot[1]); free(m->scratch);
     free(m->bn_mean); free(m->bn_istd); free(m->feat); free(m->dfeat);
@@ -458,6 +459,7 @@ static void ensure_capacity(Model *m, int N) {
     m->aux_logits = xmalloc(K * N * sizeof(float));
     m->daux_logits = xmalloc(K * N * sizeof(float));
     m->capacity = N;
+    m->capacity_threads = max_threads();
 }
 
 /* Address of tensor t of a batch of N images. */

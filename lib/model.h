@@ -74,7 +74,7 @@ typedef struct {
     /* per-batch storage, grown to the largest batch seen. The arena holds each
      * unit's xhat (pools and the input: their values); act_slot[s] holds the
      * activations of root slot_root[s] (-1 for none), made when read. */
-    int capacity, slot_root[2];
+    int capacity, capacity_threads, slot_root[2];   /* scratch is per thread in part */
     float *acts, *dacts, *act_slot[2], *scratch, *bn_mean, *bn_istd, *pool_buf;
     float *feat, *dfeat, *logits, *dlogits, *aux_feat, *daux_feat, *aux_logits, *daux_logits;
     uint8_t *drop_mask;

@@ -68,5 +68,7 @@ uint64_t mix64(uint64_t x);
 
 /* Threads for OpenBLAS and OpenMP loops; 0 keeps the library default. */
 void set_threads(int n);
+/* Threads the next parallel region gets. */
+int max_threads(void);
 double now_seconds(void);
 #endif
