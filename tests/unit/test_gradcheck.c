@@ -274,12 +274,14 @@ int main(void) {
     check_head();
     check_dropout_sgd();
     /* after the checks above, which keep their random draws */
-    /* images large enough for the direct (no im2col) path, on one thread and on three */
-    check_conv("3x3 p1 direct", (ConvShape){ 3, 4, 3, 3, 1, 1, 1, 1 }, 2, 20, 20);
-    check_conv("3x3 p0 direct", (ConvShape){ 3, 4, 3, 3, 1, 1, 0, 0 }, 2, 22, 22);
+    /* images large enough to go image by image (shifted views, no im2col),
+     * on one thread and on three */
+    check_conv("3x3 p1 shifted", (ConvShape){ 3, 4, 3, 3, 1, 1, 1, 1 }, 2, 20, 20);
+    check_conv("3x3 p0 shifted", (ConvShape){ 3, 4, 3, 3, 1, 1, 0, 0 }, 2, 22, 22);
     set_threads(3);
-    check_conv("5x5 p2 direct, 3 threads", (ConvShape){ 2, 3, 5, 5, 1, 1, 2, 2 }, 5, 30, 30);
-    check_conv("7x1 p(3,0) direct, 3 threads", (ConvShape){ 3, 3, 7, 1, 1, 1, 3, 0 }, 4, 20, 16);
+    check_conv("5x5 p2 shifted, 3 threads", (ConvShape){ 2, 3, 5, 5, 1, 1, 2, 2 }, 5, 30, 30);
+    check_conv("7x1 p(3,0) shifted, 3 threads", (ConvShape){ 3, 3, 7, 1, 1, 1, 3, 0 }, 4, 20, 16);
+    check_conv("1x7 p(0,3) by batch, 3 threads", (ConvShape){ 3, 4, 1, 7, 1, 1, 0, 3 }, 4, 12, 14);
     set_threads(1);
     check_conv1x1_group();
     return check_summary("gradcheck");
