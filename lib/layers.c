@@ -118,50 +118,64 @@ void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dou
 
 /* ---- pooling ---- */
 
-/* Index in the plane of the first maximum of window (oy, ox), NaN winning as in
- * PyTorch; -1 for a window wholly in the padding. */
-static inline int window_argmax(const float *src, int H, int W, int oy, int ox, int k, int s, int p) {
-    float m = -INFINITY;
-    int at = -1;
+/* m [Wo] = the maxima of output row oy's windows, at [Wo] their index in the
+ * plane (the first maximum, or the last NaN: as PyTorch), -inf and -1 for a
+ * window wholly in the padding. Taps outer, windows inner: each window sees
+ * its taps in the same order, and the inner loop vectorises. */
+static void window_row_max(float *m, int *at, const float *src, int H, int W, int oy, int Wo,
+                           int k, int s, int p) {
+    for (int ox = 0; ox < Wo; ox++) { m[ox] = -INFINITY; at[ox] = -1; }
     for (int i = 0; i < k; i++) {
         int iy = oy * s - p + i;
         if (iy < 0 || iy >= H) continue;
-        for (int j = 0; j < k; j++) {
-            int ix = ox * s - p + j;
-            if (ix >= 0 && ix < W && (src[iy * W + ix] > m || isnan(src[iy * W + ix])))
-                { m = src[iy * W + ix]; at = iy * W + ix; }
+        const float *r = src + (int64_t)iy * W;
+        for (int j = 0; j < k; j++) {                /* windows whose tap j is inside the row */
+            int lo = p > j ? (p - j + s - 1) / s : 0, hi = W - 1 + p - j < 0 ? 0 : (W - 1 + p - j) / s + 1;
+            if (hi > Wo) hi = Wo;
+            for (int ox = lo; ox < hi; ox++) {
+                int ix = ox * s - p + j;
+                float v = r[ix];
+                int take = v > m[ox] || v != v;
+                m[ox] = take ? v : m[ox];
+                at[ox] = take ? iy * W + ix : at[ox];
+            }
         }
     }
-    return at;
 }
 
 void maxpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p) {
     int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
-    #pragma omp parallel for schedule(static)
-    for (int pl = 0; pl < planes; pl++) {
-        const float *src = in + (int64_t)pl * H * W;
-        float *dst = out + (int64_t)pl * Ho * Wo;
-        for (int oy = 0; oy < Ho; oy++)
-            for (int ox = 0; ox < Wo; ox++) {
-                int at = window_argmax(src, H, W, oy, ox, k, s, p);
-                dst[oy * Wo + ox] = at < 0 ? -INFINITY : src[at];
-            }
+    #pragma omp parallel
+    {
+        int *at = xmalloc(Wo * sizeof *at);
+        #pragma omp for schedule(static)
+        for (int pl = 0; pl < planes; pl++)
+            for (int oy = 0; oy < Ho; oy++)
+                window_row_max(out + ((int64_t)pl * Ho + oy) * Wo, at, in + (int64_t)pl * H * W, H, W,
+                               oy, Wo, k, s, p);
+        free(at);
     }
 }
 
-/* The gradient goes to the first maximum of each window, as in PyTorch. */
+/* The gradient goes to each window's maximum, the one forward chose. */
 void maxpool_backward(float *din, const float *dout, const float *in, int planes, int H, int W,
                       int k, int s, int p) {
     int Ho = conv_out(H, k, s, p), Wo = conv_out(W, k, s, p);
-    #pragma omp parallel for schedule(static)
-    for (int pl = 0; pl < planes; pl++) {
-        const float *src = in + (int64_t)pl * H * W, *d = dout + (int64_t)pl * Ho * Wo;
-        float *dst = din + (int64_t)pl * H * W;
-        for (int oy = 0; oy < Ho; oy++)
-            for (int ox = 0; ox < Wo; ox++) {
-                int at = window_argmax(src, H, W, oy, ox, k, s, p);
-                if (at >= 0) dst[at] += d[oy * Wo + ox];
+    #pragma omp parallel
+    {
+        float *m = xmalloc(Wo * sizeof *m);
+        int *at = xmalloc(Wo * sizeof *at);
+        #pragma omp for schedule(static)
+        for (int pl = 0; pl < planes; pl++) {
+            const float *d = dout + (int64_t)pl * Ho * Wo;
+            float *dst = din + (int64_t)pl * H * W;
+            for (int oy = 0; oy < Ho; oy++) {
+                window_row_max(m, at, in + (int64_t)pl * H * W, H, W, oy, Wo, k, s, p);
+                for (int ox = 0; ox < Wo; ox++)
+                    if (at[ox] >= 0) dst[at[ox]] += d[oy * Wo + ox];
             }
+        }
+        free(m); free(at);
     }
 }
 

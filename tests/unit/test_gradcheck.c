@@ -178,6 +178,23 @@ static void check_pool(int max, int ks, int s, int p) {
     free(k.in); free(c.out); free(c.r); free(din);
 }
 
+/* NaN wins a window and takes its gradient (the last NaN, as PyTorch's CPU
+ * kernel); elsewhere the first of equal maxima does. */
+static void check_maxpool_nan(void) {
+    float in[9] = { 1, NAN, 3, 3, NAN, 2, 0, 3, 1 }, out[4], dout[4] = { 1, 1, 1, 1 }, din[9] = { 0 };
+    maxpool_forward(out, in, 1, 3, 3, 2, 1, 0);       /* 2x2 windows, stride 1 */
+    maxpool_backward(din, dout, in, 1, 3, 3, 2, 1, 0);
+    CHECK(isnan(out[0]) && isnan(out[1]) && isnan(out[2]) && isnan(out[3]), "maxpool: NaN wins its windows");
+    /* every window holds the NaN at 4 (the last NaN for windows 0 and 1) */
+    CHECK(din[4] == 4 && din[1] == 0, "maxpool: NaN windows' gradient to the last NaN (%g, %g)", din[4], din[1]);
+    float ties[4] = { 2, 2, 1, 2 }, t_out[1], t_din[4] = { 0 }, one = 1;
+    maxpool_forward(t_out, ties, 1, 2, 2, 2, 2, 0);
+    maxpool_backward(t_din, &one, ties, 1, 2, 2, 2, 2, 0);
+    CHECK(t_out[0] == 2 && t_din[0] == 1 && t_din[1] == 0 && t_din[3] == 0,
+          "maxpool: the first of equal maxima takes the gradient");
+    printf("%-40s exact\n", "maxpool NaN and ties");
+}
+
 /* ---- head: global average pool, linear, cross-entropy ---- */
 typedef struct { int C, N, HW, K; float *in, *feat, *w, *b; int64_t *y; } HeadCtx;
 static void head_fwd(Case *c) {
@@ -284,5 +301,8 @@ int main(void) {
     check_conv("1x7 p(0,3) by batch, 3 threads", (ConvShape){ 3, 4, 1, 7, 1, 1, 0, 3 }, 4, 12, 14);
     set_threads(1);
     check_conv1x1_group();
+    check_pool(1, 3, 1, 1);
+    check_pool(1, 3, 2, 1);
+    check_maxpool_nan();
     return check_summary("gradcheck");
 }
