@@ -152,16 +152,25 @@ static size_t padded_floats(const ConvShape *cs, int H, int W) {
     return (size_t)cs->cin * (H + 2 * cs->ph) * (W + 2 * cs->pw) + cs->kw;
 }
 
-/* xp [cin, H+2ph, W+2pw] (then kw zeros) = image in [cin, H, W], channel rows `stride` apart */
-static void pad_image(float *xp, const float *in, int64_t stride, const ConvShape *cs, int H, int W) {
+/* xp [cin, H+2ph, W+2pw] (then kw zeros) = image in [cin, H, W], channel rows
+ * `stride` apart, or (pool, 2*H*W floats of scratch: else NULL) its avgpool
+ * 3x3 s1 p1. */
+static void pad_image(float *xp, const float *in, int64_t stride, const ConvShape *cs, int H, int W,
+                      float *pool) {
     int Hp = H + 2 * cs->ph, Wp = W + 2 * cs->pw;
     for (int ci = 0; ci < cs->cin; ci++) {
         float *plane = xp + (int64_t)ci * Hp * Wp;
+        const float *src = in + ci * stride;
+        if (pool) {
+            memset(pool, 0, (size_t)H * W * sizeof *pool);
+            box3_plane(pool, src, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
+            src = pool;
+        }
         memset(plane, 0, (size_t)cs->ph * Wp * sizeof *plane);
         for (int y = 0; y < H; y++) {
             float *row = plane + (int64_t)(y + cs->ph) * Wp;
             memset(row, 0, cs->pw * sizeof *row);
-            memcpy(row + cs->pw, in + ci * stride + (int64_t)y * W, W * sizeof *row);
+            memcpy(row + cs->pw, src + (int64_t)y * W, W * sizeof *row);
             memset(row + cs->pw + W, 0, cs->pw * sizeof *row);
         }
         memset(plane + (int64_t)(cs->ph + H) * Wp, 0, (size_t)cs->ph * Wp * sizeof *plane);
@@ -173,10 +182,10 @@ static void pad_image(float *xp, const float *in, int64_t stride, const ConvShap
  * taps [kh*kw][cout][cin]; channel rows out_stride and in_stride apart. */
 static void shifted_image(float *out, int64_t out_stride, const float *in, int64_t in_stride,
                           const float *taps, const ConvShape *cs, int H, int W, int accumulate,
-                          float *xp, float *yp) {
+                          float *xp, float *yp, float *pool) {
     int Hp = H + 2 * cs->ph, Wp = W + 2 * cs->pw, Ho = Hp - cs->kh + 1, Wo = Wp - cs->kw + 1;
     int64_t n = (int64_t)Ho * Wp;
-    pad_image(xp, in, in_stride, cs, H, W);
+    pad_image(xp, in, in_stride, cs, H, W, pool);
     for (int t = 0; t < cs->kh * cs->kw; t++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, n, cs->cin, 1.0f,
                     taps + (int64_t)t * cs->cout * cs->cin, cs->cin,
@@ -191,13 +200,20 @@ static void shifted_image(float *out, int64_t out_stride, const float *in, int64
 }
 
 /* Each thread's buffers: d(weight) [kh*kw][cout][cin], the padded image,
- * output or d(output) rows, and the transposed pass's padded d(output) and
- * d(input) rows. */
-static size_t image_thread_floats(const ConvShape *cs, int H, int W) {
+ * output or d(output) rows, the transposed pass's padded d(output) and
+ * d(input) rows, and with a pool first: a plane pooled and its row sums,
+ * and the pooled image's d(input). */
+static size_t image_thread_floats(const ConvShape *cs, int H, int W, int pooled) {
     int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
     ConvShape ts = transposed_shape(cs);
     return kernel_floats(cs) + padded_floats(cs, H, W) + (size_t)cs->cout * Ho * (W + 2 * cs->pw) +
-           padded_floats(&ts, Ho, Wo) + (size_t)cs->cin * H * (Wo + 2 * ts.pw);
+           padded_floats(&ts, Ho, Wo) + (size_t)cs->cin * H * (Wo + 2 * ts.pw) +
+           (pooled ? (size_t)(2 + cs->cin) * H * W : 0);
+}
+
+/* The pool's buffers, at the end of a thread's: a plane and its row sums, then d(input). */
+static float *pool_buffers(float *thread, const ConvShape *cs, int H, int W) {
+    return thread + image_thread_floats(cs, H, W, 0);
 }
 
 /* Forward: columns of the input, a chunk at a time. Backward: those, or
@@ -207,7 +223,7 @@ static size_t image_thread_floats(const ConvShape *cs, int H, int W) {
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W) {
     if (is_pointwise(cs)) return 0;
     if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED)
-        return kernel_floats(cs) + (size_t)max_threads() * image_thread_floats(cs, H, W);
+        return kernel_floats(cs) + (size_t)max_threads() * image_thread_floats(cs, H, W, 0);
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
     size_t col = (size_t)cs->cin * cs->kh * cs->kw * chunk_images(cs, N, Ho, Wo) * Ho * Wo;
     if (!is_transposable(cs)) return col;
@@ -219,32 +235,34 @@ size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W) {
 /* ---- by image ---- */
 
 static void image_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
-                          int N, int H, int W, float *scratch) {
+                          int N, int H, int W, float *scratch, int pooled) {
     int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
-    size_t per_thread = image_thread_floats(cs, H, W);
+    size_t per_thread = image_thread_floats(cs, H, W, pooled);
     float *taps = scratch, *threads = scratch + kernel_floats(cs);
     rearrange_kernel(taps, weight, cs, TAPS);
     #pragma omp parallel num_threads(max_threads())
     {
-        float *xp = threads + omp_get_thread_num() * per_thread + kernel_floats(cs);
+        float *thread = threads + omp_get_thread_num() * per_thread, *xp = thread + kernel_floats(cs);
+        float *pool = pooled ? pool_buffers(thread, cs, H, W) : NULL;
         #pragma omp for schedule(static)
         for (int i = 0; i < N; i++)
             shifted_image(out + (int64_t)i * Ho * Wo, (int64_t)N * Ho * Wo, in + (int64_t)i * H * W,
-                          (int64_t)N * H * W, taps, cs, H, W, 0, xp, xp + padded_floats(cs, H, W));
+                          (int64_t)N * H * W, taps, cs, H, W, 0, xp, xp + padded_floats(cs, H, W), pool);
     }
 }
 
-/* Image i: dw [kh*kw][cout][cin] += its d(weight), din += its d(input). */
+/* Image i: dw [kh*kw][cout][cin] += its d(weight), din += its d(input);
+ * pool: the pool's buffers where a pool comes first, else NULL. */
 static void image_backward_one(float *din, float *dw, const float *dout, const float *in,
                                const float *flipped_taps, const ConvShape *cs, int N, int H, int W,
-                               int i, float *buf) {
+                               int i, float *buf, float *pool) {
     int Ho = conv_out(H, cs->kh, 1, cs->ph), Wo = conv_out(W, cs->kw, 1, cs->pw);
     int Hp = H + 2 * cs->ph, Wp = W + 2 * cs->pw;
     int64_t n = (int64_t)Ho * Wp, out_stride = (int64_t)N * Ho * Wo, in_stride = (int64_t)N * H * W;
     const float *dout_i = dout + (int64_t)i * Ho * Wo;
     ConvShape ts = transposed_shape(cs);
     float *xp = buf, *dy = xp + padded_floats(cs, H, W), *tp = dy + (size_t)cs->cout * n;
-    pad_image(xp, in + (int64_t)i * H * W, in_stride, cs, H, W);
+    pad_image(xp, in + (int64_t)i * H * W, in_stride, cs, H, W, pool);
     for (int co = 0; co < cs->cout; co++)        /* d(output) rows, zero past Wo */
         for (int oy = 0; oy < Ho; oy++) {
             float *row = dy + co * n + (int64_t)oy * Wp;
@@ -255,16 +273,26 @@ static void image_backward_one(float *din, float *dw, const float *dout, const f
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, cs->cin, n, 1.0f, dy, n,
                     xp + (int64_t)(t / cs->kw) * Wp + t % cs->kw, (int64_t)Hp * Wp, 1.0f,
                     dw + (int64_t)t * cs->cout * cs->cin, cs->cin);
-    if (din)
+    if (!din) return;
+    if (!pool) {
         shifted_image(din + (int64_t)i * H * W, in_stride, dout_i, out_stride, flipped_taps, &ts, Ho,
-                      Wo, 1, tp, tp + padded_floats(&ts, Ho, Wo));
+                      Wo, 1, tp, tp + padded_floats(&ts, Ho, Wo), NULL);
+        return;
+    }
+    float *dpooled = pool + (size_t)2 * H * W;    /* d(pooled image), then back through the pool */
+    memset(dpooled, 0, (size_t)cs->cin * H * W * sizeof *dpooled);
+    shifted_image(dpooled, (int64_t)H * W, dout_i, out_stride, flipped_taps, &ts, Ho, Wo, 1, tp,
+                  tp + padded_floats(&ts, Ho, Wo), NULL);
+    for (int ci = 0; ci < cs->cin; ci++)
+        box3_plane(din + ci * in_stride + (int64_t)i * H * W, dpooled + (size_t)ci * H * W, H, W,
+                   1.0f / 9.0f, pool);
 }
 
 static void image_backward(float *din, float *dweight, const float *dout, const float *in,
                            const float *weight, const ConvShape *cs, int N, int H, int W,
-                           float *scratch) {
+                           float *scratch, int pooled) {
     int kk = cs->kh * cs->kw, team = 1;
-    size_t kernel = kernel_floats(cs), per_thread = image_thread_floats(cs, H, W);
+    size_t kernel = kernel_floats(cs), per_thread = image_thread_floats(cs, H, W, pooled);
     float *flipped_taps = scratch, *threads = scratch + kernel;
     if (din) rearrange_kernel(flipped_taps, weight, cs, FLIPPED_TAPS);
     #pragma omp parallel num_threads(max_threads())
@@ -272,10 +300,11 @@ static void image_backward(float *din, float *dweight, const float *dout, const 
         #pragma omp single
         team = omp_get_num_threads();
         float *dw = threads + omp_get_thread_num() * per_thread;
+        float *pool = pooled ? pool_buffers(dw, cs, H, W) : NULL;
         memset(dw, 0, kernel * sizeof *dw);
         #pragma omp for schedule(static)
         for (int i = 0; i < N; i++)
-            image_backward_one(din, dw, dout, in, flipped_taps, cs, N, H, W, i, dw + kernel);
+            image_backward_one(din, dw, dout, in, flipped_taps, cs, N, H, W, i, dw + kernel, pool);
     }
     #pragma omp parallel for schedule(static)
     for (int co = 0; co < cs->cout; co++)
@@ -285,6 +314,32 @@ static void image_backward(float *din, float *dweight, const float *dout, const 
                 for (int k = 0; k < kk; k++)
                     dweight[((int64_t)co * cs->cin + ci) * kk + k] += dw[((int64_t)k * cs->cout + co) * cs->cin + ci];
         }
+}
+
+/* ---- a pool, then the convolution ---- */
+
+static void require_pooled_shape(const ConvShape *cs, int H, int W) {
+    if (is_pointwise(cs) || conv_path(cs, H, W) != BY_IMAGE_SHIFTED)
+        die("internal: a %dx%d convolution over %dx%d images cannot take its pool image by image",
+            cs->kh, cs->kw, H, W);
+}
+
+size_t conv_pooled_scratch_floats(const ConvShape *cs, int N, int H, int W) {
+    require_pooled_shape(cs, H, W);
+    return kernel_floats(cs) + (size_t)max_threads() * image_thread_floats(cs, H, W, 1);
+}
+
+void conv_pooled_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
+                         int N, int H, int W, float *scratch) {
+    require_pooled_shape(cs, H, W);
+    image_forward(out, in, weight, cs, N, H, W, scratch, 1);
+}
+
+void conv_pooled_backward(float *din, float *dweight, const float *dout, const float *in,
+                          const float *weight, const ConvShape *cs, int N, int H, int W,
+                          float *scratch) {
+    require_pooled_shape(cs, H, W);
+    image_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
 }
 
 /* ---- by batch ---- */
@@ -317,7 +372,7 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
                     weight, cs->cin, in, L, 0.0f, out, L);
         return;
     }
-    if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED) { image_forward(out, in, weight, cs, N, H, W, scratch); return; }
+    if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED) { image_forward(out, in, weight, cs, N, H, W, scratch, 0); return; }
     int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
@@ -342,7 +397,7 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
         return;
     }
     if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED) {
-        image_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch);
+        image_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 0);
         return;
     }
     int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);

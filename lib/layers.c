@@ -182,30 +182,31 @@ void maxpool_backward(float *din, const float *dout, const float *in, int planes
 /* out += (3x3 sums of in, zero outside) * scale, over H x W planes: the
  * Inception branches' avgpool 3 s1 p1 forward, and its backward alike (the
  * box is symmetric). Separable: row sums, then column sums. */
+void box3_plane(float *dst, const float *src, int H, int W, float scale, float *rows) {
+    for (int y = 0; y < H; y++) {
+        const float *r = src + (int64_t)y * W;
+        float *t = rows + (int64_t)y * W;
+        t[0] = r[0] + (W > 1 ? r[1] : 0.0f);
+        for (int x = 1; x < W - 1; x++) t[x] = r[x - 1] + r[x] + r[x + 1];
+        if (W > 1) t[W - 1] = r[W - 2] + r[W - 1];
+    }
+    for (int y = 0; y < H; y++) {
+        const float *up = y > 0 ? rows + (int64_t)(y - 1) * W : NULL;
+        const float *mid = rows + (int64_t)y * W;
+        const float *down = y < H - 1 ? rows + (int64_t)(y + 1) * W : NULL;
+        float *d = dst + (int64_t)y * W;
+        for (int x = 0; x < W; x++)
+            d[x] += ((up ? up[x] : 0.0f) + mid[x] + (down ? down[x] : 0.0f)) * scale;
+    }
+}
+
 static void box3_accumulate(float *out, const float *in, int planes, int H, int W, float scale) {
     #pragma omp parallel
     {
         float *rows = xmalloc((size_t)H * W * sizeof *rows);
         #pragma omp for schedule(static)
-        for (int pl = 0; pl < planes; pl++) {
-            const float *src = in + (int64_t)pl * H * W;
-            float *dst = out + (int64_t)pl * H * W;
-            for (int y = 0; y < H; y++) {
-                const float *r = src + (int64_t)y * W;
-                float *t = rows + (int64_t)y * W;
-                t[0] = r[0] + (W > 1 ? r[1] : 0.0f);
-                for (int x = 1; x < W - 1; x++) t[x] = r[x - 1] + r[x] + r[x + 1];
-                if (W > 1) t[W - 1] = r[W - 2] + r[W - 1];
-            }
-            for (int y = 0; y < H; y++) {
-                const float *up = y > 0 ? rows + (int64_t)(y - 1) * W : NULL;
-                const float *mid = rows + (int64_t)y * W;
-                const float *down = y < H - 1 ? rows + (int64_t)(y + 1) * W : NULL;
-                float *d = dst + (int64_t)y * W;
-                for (int x = 0; x < W; x++)
-                    d[x] += ((up ? up[x] : 0.0f) + mid[x] + (down ? down[x] : 0.0f)) * scale;
-            }
-        }
+        for (int pl = 0; pl < planes; pl++)
+            box3_plane(out + (int64_t)pl * H * W, in + (int64_t)pl * H * W, H, W, scale, rows);
         free(rows);
     }
 }

@@ -34,6 +34,17 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
 void conv_backward(float *din, float *dweight, const float *dout, const float *in,
                    const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch);
 
+/* avgpool 3x3 s1 p1 (padding counted in the divisor) of in, then the
+ * convolution cs (stride 1, over images wide enough to go image by image):
+ * the Inception-A pool branch, pooled image by image in cache and never kept.
+ * d(input) is of the pool's input. Scratch: twice conv_pooled_scratch_floats. */
+size_t conv_pooled_scratch_floats(const ConvShape *cs, int N, int H, int W);
+void conv_pooled_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
+                         int N, int H, int W, float *scratch);
+void conv_pooled_backward(float *din, float *dweight, const float *dout, const float *in,
+                          const float *weight, const ConvShape *cs, int N, int H, int W,
+                          float *scratch);
+
 /* Several 1x1 stride-1 convolutions of one input as one GEMM: its many rows
  * keep OpenBLAS near its peak where each alone has few. weight [rows, cin]
  * stacks theirs (rows = the sum of couts[g]); out[g] [couts[g], L]. Works in
@@ -73,6 +84,9 @@ void maxpool_forward(float *out, const float *in, int planes, int H, int W, int 
 void maxpool_backward(float *din, const float *dout, const float *in, int planes, int H, int W,
                       int k, int s, int p);
 void avgpool_forward(float *out, const float *in, int planes, int H, int W, int k, int s, int p);
+/* dst [H, W] += (3x3 sums of src [H, W], zero outside) * scale: one plane of
+ * avgpool 3 s1 p1, or of its backward (the box is symmetric); rows: H*W floats. */
+void box3_plane(float *dst, const float *src, int H, int W, float scale, float *rows);
 void avgpool_backward(float *din, const float *dout, int planes, int H, int W, int k, int s, int p);
 
 /* Global average pool: out [C, N] = mean over HW of in [C, N, HW]. */

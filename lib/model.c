@@ -89,6 +89,14 @@ static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
     return out;
 }
 
+/* Inception-A's pool branch, avgpool 3x3 s1 p1 and a 3x3 conv, as one op
+ * that pools image by image in cache: the pooled tensor is never stored. */
+static int pooled_unit(Model *m, const char *name, int in, Dest d, int cout_full) {
+    int out = unit(m, name, in, d, cout_full, 3, 3, 1, 1, 1);
+    m->ops[m->nops - 1].pooled_input = 1;
+    return out;
+}
+
 /* A pool into a concatenation is stored like any branch. A pool into a tensor of
  * its own feeds the one convolution after it: that output lives in pool_buf only
  * while needed, and backward pools again (cheap) instead of keeping it. */
@@ -131,8 +139,7 @@ static int inception_a(Model *m, const char *b, int x, int pool_features) {
     y = unit(m, nm(n, b, "branch3x3.0"), x, NEW, 64, 1, 1, 1, 0, 0);
     y = unit(m, nm(n, b, "branch3x3.1"), y, NEW, 96, 3, 3, 1, 1, 1);
     unit(m, nm(n, b, "branch3x3.2"), y, into(out, c1 + c5), 96, 3, 3, 1, 1, 1);
-    y = pool(m, OP_AVGPOOL, x, NEW, 3, 1, 1);
-    unit(m, nm(n, b, "branchpool.1"), y, into(out, c1 + c5 + c3), pool_features, 3, 3, 1, 1, 1);
+    pooled_unit(m, nm(n, b, "branchpool.1"), x, into(out, c1 + c5 + c3), pool_features);
     return out;
 }
 
@@ -404,7 +411,7 @@ static size_t scratch_need(const Model *m, int N) {
         const Op *op = &m->ops[i];
         if (op->kind != OP_CONV) continue;
         const Tensor *t = &m->tensors[op->in];
-        size_t s = 2 * conv_scratch_floats(&op->cs, N, t->H, t->W);
+        size_t s = 2 * (op->pooled_input ? conv_pooled_scratch_floats : conv_scratch_floats)(&op->cs, N, t->H, t->W);
         if (op->group == i) {
             int rows = 0;
             for (int j = i; j < m->nops; j++) if (m->ops[j].group == i) rows += m->ops[j].cs.cout;
@@ -561,8 +568,8 @@ static void forward_ops(Model *m, int N, int train, int groups) {
         int64_t M = (int64_t)N * to->H * to->W;
         prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
         if (op->group < 0) {
-            conv_forward(y, activations(m, op->in, N), P(m, op->weight), &op->cs, N, ti->H, ti->W,
-                         m->scratch);
+            (op->pooled_input ? conv_pooled_forward : conv_forward)(y, activations(m, op->in, N),
+                P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
         } else if (op->group == i) {          /* the whole group; the others' outputs wait */
             float *outs[MAX_GROUP];
             int couts[MAX_GROUP], groups = group_members(m, i, N, outs, couts);
@@ -605,8 +612,8 @@ static void backward_ops(Model *m, int N, int groups) {
             const float *in = activations(m, op->in, N);
             prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             if (op->group < 0) {
-                conv_backward(din, G(m, op->weight), xhat, in, P(m, op->weight), &op->cs, N, ti->H,
-                              ti->W, m->scratch);
+                (op->pooled_input ? conv_pooled_backward : conv_backward)(din, G(m, op->weight), xhat,
+                    in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
             } else {              /* the last of its group backward visits: all their dy are ready */
                 float *douts[MAX_GROUP];
                 int couts[MAX_GROUP], groups = group_members(m, i, N, douts, couts);

@@ -54,6 +54,7 @@ typedef struct {
     int weight, gamma, beta, bn;
     int group;                /* 1x1 convs of one input run as one GEMM: the group's first
                                  op, whose weights lead theirs in memory; -1: alone */
+    int pooled_input;         /* convs: of avgpool 3x3 s1 p1 of `in` (conv_pooled_*) */
 } Op;
 
 typedef struct {

@@ -57,9 +57,10 @@ static void fd_check(Case *c, float *x, const float *grad, size_t n, const char 
 
 /* ---- convolution ---- */
 typedef struct { ConvShape cs; int N, H, W; float *in, *w, *scratch; } ConvCtx;
+static int pooled;      /* check avgpool 3x3 s1 p1 then the convolution (conv_pooled_*) */
 static void conv_fwd(Case *c) {
     ConvCtx *k = c->ctx;
-    conv_forward(c->out, k->in, k->w, &k->cs, k->N, k->H, k->W, k->scratch);
+    (pooled ? conv_pooled_forward : conv_forward)(c->out, k->in, k->w, &k->cs, k->N, k->H, k->W, k->scratch);
 }
 
 static void check_conv(const char *name, ConvShape cs, int N, int H, int W) {
@@ -68,11 +69,11 @@ static void check_conv(const char *name, ConvShape cs, int N, int H, int W) {
     size_t nin = (size_t)cs.cin * N * H * W, nw = (size_t)cs.cout * cs.cin * cs.kh * cs.kw;
     size_t nout = (size_t)cs.cout * N * Ho * Wo;
     k.in = randn(nin); k.w = randn(nw);
-    k.scratch = zeros(2 * conv_scratch_floats(&cs, N, H, W) + 1);
+    k.scratch = zeros(2 * (pooled ? conv_pooled_scratch_floats : conv_scratch_floats)(&cs, N, H, W) + 1);
     Case c = { conv_fwd, zeros(nout), randn(nout), nout, &k };
     float *din = zeros(nin), *dw = zeros(nw);
     loss_of(&c);
-    conv_backward(din, dw, c.r, k.in, k.w, &cs, N, H, W, k.scratch);
+    (pooled ? conv_pooled_backward : conv_backward)(din, dw, c.r, k.in, k.w, &cs, N, H, W, k.scratch);
     char what[96];
     snprintf(what, sizeof what, "conv %s d(input)", name);
     fd_check(&c, k.in, din, nin, what);
@@ -299,10 +300,15 @@ int main(void) {
     check_conv("5x5 p2 shifted, 3 threads", (ConvShape){ 2, 3, 5, 5, 1, 1, 2, 2 }, 5, 30, 30);
     check_conv("7x1 p(3,0) shifted, 3 threads", (ConvShape){ 3, 3, 7, 1, 1, 1, 3, 0 }, 4, 20, 16);
     check_conv("1x7 p(0,3) by batch, 3 threads", (ConvShape){ 3, 4, 1, 7, 1, 1, 0, 3 }, 4, 12, 14);
+    pooled = 1;
+    check_conv("avgpool 3x3 then 3x3 p1, 3 threads", (ConvShape){ 3, 4, 3, 3, 1, 1, 1, 1 }, 3, 20, 20);
+    pooled = 0;
     set_threads(1);
     check_conv1x1_group();
+    eps = EPS_BN;           /* fewer steps across a change of a window's maximum */
     check_pool(1, 3, 1, 1);
     check_pool(1, 3, 2, 1);
+    eps = EPS;
     check_maxpool_nan();
     return check_summary("gradcheck");
 }
