@@ -179,9 +179,7 @@ void maxpool_backward(float *din, const float *dout, const float *in, int planes
     }
 }
 
-/* out += (3x3 sums of in, zero outside) * scale, over H x W planes: the
- * Inception branches' avgpool 3 s1 p1 forward, and its backward alike (the
- * box is symmetric). Separable: row sums, then column sums. */
+/* Separable: row sums, then column sums. */
 void box3_plane(float *dst, const float *src, int H, int W, float scale, float *rows) {
     for (int y = 0; y < H; y++) {
         const float *r = src + (int64_t)y * W;
@@ -200,6 +198,7 @@ void box3_plane(float *dst, const float *src, int H, int W, float scale, float *
     }
 }
 
+/* box3_plane over `planes` planes of H x W. */
 static void box3_accumulate(float *out, const float *in, int planes, int H, int W, float scale) {
     #pragma omp parallel
     {
