@@ -528,7 +528,6 @@ static void load_input(Model *m, const float *x, int N) {
             memcpy(in + ((size_t)c * N + n) * HW, x + ((size_t)n * 3 + c) * HW, HW * sizeof *x);
 }
 
-
 static void pool_forward(Model *m, const Op *op, int N) {
     const Tensor *ti = &m->tensors[op->in];
     const float *in = activations(m, op->in, N);
@@ -572,8 +571,8 @@ static void forward_ops(Model *m, int N, int train, int groups) {
                 P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
         } else if (op->group == i) {          /* the whole group; the others' outputs wait */
             float *outs[MAX_GROUP];
-            int couts[MAX_GROUP], groups = group_members(m, i, N, outs, couts);
-            conv1x1_group_forward(outs, couts, groups, activations(m, op->in, N), P(m, op->weight),
+            int couts[MAX_GROUP], members = group_members(m, i, N, outs, couts);
+            conv1x1_group_forward(outs, couts, members, activations(m, op->in, N), P(m, op->weight),
                                   op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
         }
         prof_pop();
@@ -616,8 +615,8 @@ static void backward_ops(Model *m, int N, int groups) {
                     in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
             } else {              /* the last of its group backward visits: all their dy are ready */
                 float *douts[MAX_GROUP];
-                int couts[MAX_GROUP], groups = group_members(m, i, N, douts, couts);
-                conv1x1_group_backward(din, G(m, op->weight), douts, couts, groups, in, P(m, op->weight),
+                int couts[MAX_GROUP], members = group_members(m, i, N, douts, couts);
+                conv1x1_group_backward(din, G(m, op->weight), douts, couts, members, in, P(m, op->weight),
                                        op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
             }
             prof_pop();
