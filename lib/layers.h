@@ -4,7 +4,8 @@
  * inside each channel row. A convolution is then one GEMM over the batch
  * ([Cout, K] x [K, N*Ho*Wo]), a 1x1 convolution needs no im2col at all,
  * batch norm works on contiguous rows, and a channel concatenation is free:
- * each branch writes its rows of the concatenated tensor in place.
+ * each branch writes its rows of the concatenated tensor in place. (Over
+ * wide images a convolution goes image by image instead: conv.c.)
  * Backward functions accumulate (+=) into input and parameter gradients, so
  * a tensor read by several branches sums their gradients. */
 #ifndef INCV3_LAYERS_H
@@ -23,7 +24,8 @@ static inline int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) 
  * memset would hold the others up. */
 void zero_floats(float *p, size_t n);
 
-/* Floats of scratch a convolution needs for N images (0 for 1x1 stride 1). */
+/* Floats of scratch a convolution needs for N images (0 for 1x1 stride 1) at
+ * the current thread count (image by image, each thread has its own). */
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W);
 
 /* out [cout, N, Ho, Wo] = in [cin, N, H, W] (*) weight [cout, cin, kh, kw] */
