@@ -1,7 +1,10 @@
 /* stream.c - reader and writer of the tensor stream; see stream.h. */
+#define _GNU_SOURCE          /* F_SETPIPE_SZ */
 #include "stream.h"
 #include "util.h"
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -128,7 +131,15 @@ static size_t read_bytes(StreamReader *r, void *dst, size_t n) {
     return got;
 }
 
+/* A pipe or FIFO of 1 MiB (Linux's default most) instead of 64 KiB: a
+ * gradient exchange of 88 MB then takes 88 wake-ups, not 1,400. */
+static void widen_pipe(FILE *f) {
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISFIFO(st.st_mode)) fcntl(fileno(f), F_SETPIPE_SZ, 1 << 20);
+}
+
 StreamReader *sr_open(FILE *f, const char *label) {
+    widen_pipe(f);
     StreamReader *r = xcalloc(1, sizeof *r);
     r->f = f;
     r->label = xstrdup(label);
@@ -272,6 +283,7 @@ struct StreamWriter {
 };
 
 StreamWriter *sw_open(FILE *f, const char *label, int raw, int level) {
+    widen_pipe(f);
     StreamWriter *w = xcalloc(1, sizeof *w);
     w->f = f; w->raw = raw;
     w->label = xstrdup(label);

@@ -43,8 +43,12 @@ static void merge_round(int n, char **in_paths, char **out_paths, Reducer *red, 
     }
     static float *sum;
     static size_t cap;
+    /* Workers' streams are read, and written, side by side: one at a time, each
+     * worker would wait for the ones before it. */
+    int streams = n < 64 ? n : 64;
     for (;;) {
         int ended = 0;
+        #pragma omp parallel for schedule(dynamic) num_threads(streams) reduction(+:ended)
         for (int i = 0; i < n; i++) ended += !sr_next(in[i], &r[i]);
         if (ended == n) break;
         if (ended) die("a worker's stream ended before the others' (worker stopped?)");
@@ -59,16 +63,18 @@ static void merge_round(int n, char **in_paths, char **out_paths, Reducer *red, 
         if (r[0].dtype == DT_F32) {
             size_t len = (size_t)r[0].nelem;
             if (len > cap) { cap = len; sum = xrealloc(sum, cap * sizeof *sum); }
-            memcpy(sum, r[0].data, len * sizeof *sum);
-            for (int i = 1; i < n; i++) {
-                const float *x = r[i].data;
-                for (size_t k = 0; k < len; k++) sum[k] += x[k];
+            #pragma omp parallel for schedule(static)
+            for (size_t k = 0; k < len; k++) {          /* workers in order: the same bits */
+                float s = ((const float *)r[0].data)[k];
+                for (int i = 1; i < n; i++) s += ((const float *)r[i].data)[k];
+                sum[k] = s;
             }
             int total = reducer_sum(red, sum, len, n);
             float inv = 1.0f / (float)total;
-            for (size_t k = 0; k < len; k++) sum[k] *= inv;
-            memcpy(r[0].data, sum, len * sizeof *sum);
+            #pragma omp parallel for schedule(static)
+            for (size_t k = 0; k < len; k++) ((float *)r[0].data)[k] = sum[k] * inv;
         }
+        #pragma omp parallel for schedule(dynamic) num_threads(streams)
         for (int i = 0; i < n; i++) sw_write_record(out[i], &r[0]);
     }
     for (int i = 0; i < n; i++) { sw_close(out[i]); fclose(out_files[i]); sr_close(in[i]); }
