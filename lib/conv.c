@@ -15,7 +15,11 @@
  * d(input) of a stride-1 convolution is itself a convolution: of d(output),
  * with the kernel flipped and its in/out channels swapped, padded by k-1-p,
  * so one GEMM writes d(input) directly. Strided ones scatter columns back
- * (col2im). */
+ * (col2im).
+ *
+ * Also here: avgpool 3x3 then a convolution, pooled image by image while
+ * padding (Inception-A's pool branch), and 1x1 convolutions of one input
+ * stacked into one GEMM. */
 #include "layers.h"
 #include "profile.h"
 #include <cblas.h>
