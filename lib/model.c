@@ -429,15 +429,6 @@ static size_t bn_channels(const Model *m) {
     return c;
 }
 
-size_t model_batch_bytes(const Model *m, int N) {
-    size_t C = m->tensors[m->features].C, K = m->cfg.classes;
-    size_t floats = (m->act_per_image + m->grad_per_image + m->slot_per_image[0] +
-                     m->slot_per_image[1] + m->pool_per_image) * N +
-                    scratch_need(m, N) +
-                    2 * bn_channels(m) * N + 4 * C * N + 4 * K * N;
-    return floats * sizeof(float) + C * N;
-}
-
 static void ensure_capacity(Model *m, int N) {
     if (N <= m->capacity && m->capacity_threads == max_threads()) return;
     if (N < m->capacity) N = m->capacity;        /* the thread count changed: same size */

@@ -101,6 +101,4 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
 void model_eval(Model *m, const float *x, int N, float *logits);
 /* SGD over every parameter. */
 void model_sgd(Model *m, float lr, float momentum, float weight_decay);
-/* Bytes of per-batch storage at batch N (activations, gradients, scratch). */
-size_t model_batch_bytes(const Model *m, int N);
 #endif

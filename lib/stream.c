@@ -20,10 +20,6 @@ static const size_t DTYPE_SIZES[DT_COUNT] = { 0, 1, 4, 8, 4, 2 };
 
 const char *dtype_name(int dt) { return dt >= 0 && dt < DT_COUNT ? DTYPE_NAMES[dt] : "?"; }
 size_t dtype_size(int dt) { return dt >= 0 && dt < DT_COUNT ? DTYPE_SIZES[dt] : 0; }
-int dtype_from_name(const char *s) {
-    for (int i = 1; i < DT_COUNT; i++) if (!strcmp(s, DTYPE_NAMES[i])) return i;
-    return -1;
-}
 
 void record_free(Record *r) { free(r->data); memset(r, 0, sizeof *r); }
 

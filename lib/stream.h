@@ -28,7 +28,6 @@ typedef struct {
 } Record;
 
 const char *dtype_name(int dtype);
-int dtype_from_name(const char *s);     /* -1 if unknown */
 size_t dtype_size(int dtype);
 void record_free(Record *r);
 /* Set header fields and make room for the payload. */

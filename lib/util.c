@@ -52,10 +52,6 @@ void usage_die(const char *fmt, ...) {
     exit(EXIT_USAGE);
 }
 
-void warnmsg(const char *fmt, ...) {
-    va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
-}
-
 void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) die("out of memory allocating %zu bytes", n);
@@ -189,13 +185,6 @@ void atomic_commit(AtomicFile *a) {
     int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
     if (fd >= 0) { fsync(fd); close(fd); }
     free(dir);
-    free(a->path); free(a->tmp); free(a);
-}
-
-void atomic_abort(AtomicFile *a) {
-    if (a->f) fclose(a->f);
-    unlink(a->tmp);
-    unregister(a);
     free(a->path); free(a->tmp); free(a);
 }
 

@@ -22,7 +22,6 @@ void usage_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 /* Fuzzing: when set, die() and usage_die() jump here instead of exiting. */
 #include <setjmp.h>
 extern jmp_buf *die_jump;
-void warnmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
@@ -49,7 +48,6 @@ typedef struct AtomicFileTag {
 } AtomicFile;
 AtomicFile *atomic_open(const char *path);
 void atomic_commit(AtomicFile *a);
-void atomic_abort(AtomicFile *a);
 /* Checked stdio: die naming the file on failure. */
 void xfwrite(const void *p, size_t n, FILE *f, const char *what);
 void xfflush(FILE *f, const char *what);
