@@ -37,7 +37,7 @@ static int omp_get_num_threads(void) { return 1; }
 
 enum { BY_BATCH, BY_IMAGE_SHIFTED };
 
-static int is_pointwise(const ConvShape *cs) {
+int conv_is_pointwise(const ConvShape *cs) {
     return cs->kh == 1 && cs->kw == 1 && cs->sh == 1 && cs->sw == 1 && cs->ph == 0 && cs->pw == 0;
 }
 
@@ -225,7 +225,7 @@ static float *pool_buffers(float *thread, const ConvShape *cs, int H, int W) {
  * of input columns. By image: the rearranged kernel, then each thread's
  * buffers at the current thread count. */
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W) {
-    if (is_pointwise(cs)) return 0;
+    if (conv_is_pointwise(cs)) return 0;
     if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED)
         return kernel_floats(cs) + (size_t)max_threads() * image_thread_floats(cs, H, W, 0);
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
@@ -323,7 +323,7 @@ static void image_backward(float *din, float *dweight, const float *dout, const 
 /* ---- a pool, then the convolution ---- */
 
 static void require_pooled_shape(const ConvShape *cs, int H, int W) {
-    if (is_pointwise(cs) || conv_path(cs, H, W) != BY_IMAGE_SHIFTED)
+    if (conv_is_pointwise(cs) || conv_path(cs, H, W) != BY_IMAGE_SHIFTED)
         die("internal: a %dx%d convolution over %dx%d images cannot take its pool image by image",
             cs->kh, cs->kw, H, W);
 }
@@ -371,7 +371,7 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
                   int N, int H, int W, float *scratch) {
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
     int64_t L = (int64_t)N * Ho * Wo;
-    if (is_pointwise(cs)) {
+    if (conv_is_pointwise(cs)) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, L, cs->cin, 1.0f,
                     weight, cs->cin, in, L, 0.0f, out, L);
         return;
@@ -392,7 +392,7 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
                    const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch) {
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
     int64_t L = (int64_t)N * Ho * Wo;
-    if (is_pointwise(cs)) {
+    if (conv_is_pointwise(cs)) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, cs->cin, L, 1.0f,
                     dout, L, in, L, 1.0f, dweight, cs->cin);
         if (din)

@@ -24,6 +24,9 @@ static inline int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) 
  * memset would hold the others up. */
 void zero_floats(float *p, size_t n);
 
+/* 1x1, stride 1, no padding: a plain GEMM on its input, no im2col. */
+int conv_is_pointwise(const ConvShape *cs);
+
 /* Floats of scratch a convolution needs for N images (0 for 1x1 stride 1) at
  * the current thread count (image by image, each thread has its own). */
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W);

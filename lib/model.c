@@ -277,7 +277,7 @@ static void plan_slots(Model *m) {
 }
 
 static int is_pointwise_conv(const Op *op) {
-    return op->kind == OP_CONV && op->cs.kh == 1 && op->cs.kw == 1 && op->cs.sh == 1 && op->cs.ph == 0;
+    return op->kind == OP_CONV && conv_is_pointwise(&op->cs);
 }
 
 /* 1x1 convs reading one tensor (an Inception block's input feeds three) form
