@@ -1,7 +1,8 @@
 """Writes tests/fixtures/conformance.tz: a small-width InceptionV3 (with the
 auxiliary classifier, dropout off) in PyTorch, its initial state, one batch,
-the logits, the loss, every parameter gradient, the state after one SGD step,
-and the losses of five steps. Run with Debian's python3-torch:
+the logits, the loss, every parameter gradient, the state and momentum after
+one SGD step, and the loss and state of a second step taken from there. Run
+with Debian's python3-torch:
     /usr/bin/python3 tests/pytorch/make_fixture.py tests/fixtures/conformance.tz
 """
 import subprocess
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from inceptionv3 import InceptionV3, stream_end, stream_record
 
-WIDTH, CLASSES, BATCH, STEPS = 0.125, 10, 6, 5
+WIDTH, CLASSES, BATCH, STEPS = 0.125, 10, 6, 2
 LR, MOMENTUM, WD, AUX_WEIGHT = 0.01, 0.9, 5e-4, 0.4
 
 
@@ -54,8 +55,11 @@ def main(out):
             recs += [stream_record("grad." + k, f32(p.grad))
                      for k, p in model.named_parameters()]
         opt.step()
+        prefix = "step%d." % (step + 1)
+        recs += [stream_record(prefix + k, f32(v)) for k, v in model.state_dict().items()]
         if step == 0:
-            recs += [stream_record("step1." + k, f32(v)) for k, v in model.state_dict().items()]
+            recs += [stream_record(prefix + "momentum." + k, f32(opt.state[p]["momentum_buffer"]))
+                     for k, p in model.named_parameters()]
     recs.append(stream_record("losses", np.array(losses, dtype=np.float32)))
     data = b"".join(recs) + stream_end()
     subprocess.run(["zstd", "-q", "-19", "-f", "-o", out], input=data, check=True)
