@@ -1,5 +1,6 @@
-/* conv.c - convolutions (declared in layers.h), run one of two ways by shape.
+/* conv.c - convolutions (declared in layers.h), run one of three ways by shape.
  *
+ * 3x3 stride 1: Winograd's F(2x2, 3x3), in winograd.c.
  * By batch: one GEMM [cout, cin*kh*kw] x [cin*kh*kw, N*Ho*Wo] over columns
  *   gathered (im2col) a chunk of images at a time.
  * By image, shifted: a stride-1 convolution over wide rows gathers nothing.
@@ -22,6 +23,7 @@
  * stacked into one GEMM. */
 #include "layers.h"
 #include "profile.h"
+#include "winograd.h"
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +37,7 @@ static int omp_get_num_threads(void) { return 1; }
 /* Floats of im2col per chunk of images: 8 MB ran fastest of 2 to 128 MB (make bench). */
 #define SCRATCH_TARGET ((size_t)1 << 21)
 
-enum { BY_BATCH, BY_IMAGE_SHIFTED };
+enum { BY_BATCH, BY_IMAGE_SHIFTED, BY_WINOGRAD };
 
 int conv_is_pointwise(const ConvShape *cs) {
     return cs->kh == 1 && cs->kw == 1 && cs->sh == 1 && cs->sw == 1 && cs->ph == 0 && cs->pw == 0;
@@ -55,6 +57,7 @@ static size_t kernel_floats(const ConvShape *cs) {
 }
 
 static int conv_path(const ConvShape *cs, int H, int W) {
+    if (winograd_applies(cs, H, W)) return BY_WINOGRAD;
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
     /* shifted: at most 15% of columns wasted, both ways, and GEMMs of 256 columns or more */
     if (is_transposable(cs) && 100 * (cs->kw - 1) <= 15 * Wo && 100 * (cs->kw - 1) <= 15 * W &&
@@ -226,6 +229,7 @@ static float *pool_buffers(float *thread, const ConvShape *cs, int H, int W) {
  * buffers at the current thread count. */
 size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W) {
     if (conv_is_pointwise(cs)) return 0;
+    if (conv_path(cs, H, W) == BY_WINOGRAD) return winograd_scratch_floats(cs, N, H, W);
     if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED)
         return kernel_floats(cs) + (size_t)max_threads() * image_thread_floats(cs, H, W, 0);
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
@@ -323,27 +327,32 @@ static void image_backward(float *din, float *dweight, const float *dout, const 
 /* ---- a pool, then the convolution ---- */
 
 static void require_pooled_shape(const ConvShape *cs, int H, int W) {
-    if (conv_is_pointwise(cs) || conv_path(cs, H, W) != BY_IMAGE_SHIFTED)
+    if (conv_is_pointwise(cs) || conv_path(cs, H, W) == BY_BATCH)
         die("internal: a %dx%d convolution over %dx%d images cannot take its pool image by image",
             cs->kh, cs->kw, H, W);
 }
 
 size_t conv_pooled_scratch_floats(const ConvShape *cs, int N, int H, int W) {
     require_pooled_shape(cs, H, W);
+    if (conv_path(cs, H, W) == BY_WINOGRAD) return winograd_scratch_floats(cs, N, H, W);
     return kernel_floats(cs) + (size_t)max_threads() * image_thread_floats(cs, H, W, 1);
 }
 
 void conv_pooled_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
                          int N, int H, int W, float *scratch) {
     require_pooled_shape(cs, H, W);
-    image_forward(out, in, weight, cs, N, H, W, scratch, 1);
+    if (conv_path(cs, H, W) == BY_WINOGRAD) winograd_forward(out, in, weight, cs, N, H, W, scratch, 1);
+    else image_forward(out, in, weight, cs, N, H, W, scratch, 1);
 }
 
 void conv_pooled_backward(float *din, float *dweight, const float *dout, const float *in,
                           const float *weight, const ConvShape *cs, int N, int H, int W,
                           float *scratch) {
     require_pooled_shape(cs, H, W);
-    image_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
+    if (conv_path(cs, H, W) == BY_WINOGRAD)
+        winograd_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
+    else
+        image_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
 }
 
 /* ---- by batch ---- */
@@ -376,6 +385,7 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
                     weight, cs->cin, in, L, 0.0f, out, L);
         return;
     }
+    if (conv_path(cs, H, W) == BY_WINOGRAD) { winograd_forward(out, in, weight, cs, N, H, W, scratch, 0); return; }
     if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED) { image_forward(out, in, weight, cs, N, H, W, scratch, 0); return; }
     int K = cs->cin * cs->kh * cs->kw, step = chunk_images(cs, N, Ho, Wo);
     for (int n0 = 0; n0 < N; n0 += step) {
@@ -398,6 +408,10 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
         if (din)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cs->cin, L, cs->cout, 1.0f,
                         weight, cs->cin, dout, L, 1.0f, din, L);
+        return;
+    }
+    if (conv_path(cs, H, W) == BY_WINOGRAD) {
+        winograd_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 0);
         return;
     }
     if (conv_path(cs, H, W) == BY_IMAGE_SHIFTED) {

@@ -63,6 +63,46 @@ static void conv_fwd(Case *c) {
     (pooled ? conv_pooled_forward : conv_forward)(c->out, k->in, k->w, &k->cs, k->N, k->H, k->W, k->scratch);
 }
 
+/* The convolution (after the pool, if pooled) by its definition, in double:
+ * the reference for forward values, which finite differences cannot check. */
+static double direct_conv_diff(const float *out, const ConvCtx *k) {
+    const ConvShape *cs = &k->cs;
+    int N = k->N, H = k->H, W = k->W;
+    int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
+    double *x = malloc((size_t)cs->cin * N * H * W * sizeof *x), worst = 0, scale = 1e-30;
+    for (int64_t p = 0; p < (int64_t)cs->cin * N; p++)   /* the input, pooled or not */
+        for (int y = 0; y < H; y++)
+            for (int xx = 0; xx < W; xx++) {
+                double v = 0;
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int yy = y + dy, xs = xx + dx;
+                        if (pooled ? yy >= 0 && yy < H && xs >= 0 && xs < W : !dy && !dx)
+                            v += k->in[(p * H + yy) * W + xs];
+                    }
+                x[(p * H + y) * W + xx] = pooled ? v / 9 : v;
+            }
+    for (int co = 0; co < cs->cout; co++)
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    double sum = 0;
+                    for (int ci = 0; ci < cs->cin; ci++)
+                        for (int ki = 0; ki < cs->kh; ki++)
+                            for (int kj = 0; kj < cs->kw; kj++) {
+                                int iy = oy * cs->sh - cs->ph + ki, ix = ox * cs->sw - cs->pw + kj;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                sum += x[(((int64_t)ci * N + n) * H + iy) * W + ix] *
+                                       k->w[(((int64_t)co * cs->cin + ci) * cs->kh + ki) * cs->kw + kj];
+                            }
+                    float got = out[(((int64_t)co * N + n) * Ho + oy) * Wo + ox];
+                    worst = fmax(worst, fabs(got - sum));
+                    scale = fmax(scale, fabs(sum));
+                }
+    free(x);
+    return worst / scale;
+}
+
 static void check_conv(const char *name, ConvShape cs, int N, int H, int W) {
     ConvCtx k = { cs, N, H, W, NULL, NULL, NULL };
     int Ho = conv_out(H, cs.kh, cs.sh, cs.ph), Wo = conv_out(W, cs.kw, cs.sw, cs.pw);
@@ -73,6 +113,8 @@ static void check_conv(const char *name, ConvShape cs, int N, int H, int W) {
     Case c = { conv_fwd, zeros(nout), randn(nout), nout, &k };
     float *din = zeros(nin), *dw = zeros(nw);
     loss_of(&c);
+    double d = direct_conv_diff(c.out, &k);
+    CHECK(d < 1e-5, "conv %s: output differs from the direct sum by %.3g of the largest", name, d);
     (pooled ? conv_pooled_backward : conv_backward)(din, dw, c.r, k.in, k.w, &cs, N, H, W, k.scratch);
     char what[96];
     snprintf(what, sizeof what, "conv %s d(input)", name);
@@ -310,5 +352,17 @@ int main(void) {
     check_pool(1, 3, 2, 1);
     eps = EPS;
     check_maxpool_nan();
+    /* Winograd F(2x2, 3x3): 3x3 stride 1 over 48 channels or more; odd
+     * outputs (a tile half outside), padding 0 to 2, a pool first, and
+     * (48x48, 6 images) two chunks of images */
+    check_conv("3x3 p1 Winograd", (ConvShape){ 64, 5, 3, 3, 1, 1, 1, 1 }, 2, 6, 6);
+    set_threads(3);
+    check_conv("3x3 p0 Winograd, odd, 3 threads", (ConvShape){ 64, 3, 3, 3, 1, 1, 0, 0 }, 2, 7, 9);
+    check_conv("3x3 p2 Winograd, 3 threads", (ConvShape){ 70, 4, 3, 3, 1, 1, 2, 2 }, 3, 5, 6);
+    pooled = 1;
+    check_conv("avgpool then 3x3 p1 Winograd, 3 threads", (ConvShape){ 64, 4, 3, 3, 1, 1, 1, 1 }, 2, 6, 7);
+    pooled = 0;
+    set_threads(2);
+    check_conv("3x3 p1 Winograd, two chunks", (ConvShape){ 64, 16, 3, 3, 1, 1, 1, 1 }, 6, 48, 48);
     return check_summary("gradcheck");
 }
