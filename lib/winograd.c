@@ -1,23 +1,31 @@
-/* winograd.c - 3x3 stride-1 convolutions by Winograd's F(2x2, 3x3).
+/* winograd.c - stride-1 convolutions by Winograd's minimal filtering: 3x3
+ * by F(2x2, 3x3), and 1xr / rx1 (r = 3, 7) by F(2, r) along their axis.
  *
- * Each 2x2 block ("tile") of the output comes from the 4x4 patch of the padded
- * input at twice its position: Y = A' [(G g G') . (B' d B)] A, with the
- * elementwise product summed over input channels. For each of the 16 points
- * xi of the 4x4 transform domain that sum is a GEMM, U_xi [cout, cin] by
- * V_xi [cin, tiles]: 16*cout*cin multiply-adds per tile where a direct 3x3
- * convolution spends 36*cout*cin, and K = cin where im2col has 9*cin.
- * The transforms are small integers and halves, so the rounding stays that of
- * a reordered sum.
+ * Each 2x2 block ("tile") of a 3x3 convolution's output comes from the 4x4
+ * patch of the padded input at twice its position: Y = A' [(G g G') . (B' d B)] A,
+ * with the elementwise product summed over input channels. For each of the 16
+ * points xi of the 4x4 transform domain that sum is a GEMM, U_xi [cout, cin]
+ * by V_xi [cin, tiles]: 16*cout*cin multiply-adds per tile where a direct 3x3
+ * convolution spends 36*cout*cin, and K = cin where im2col has 9*cin. The
+ * transforms are small integers and halves, so the rounding stays that of a
+ * reordered sum.
+ *
+ * Along one axis the same in 1-D: a tile is 2 outputs of one row or column,
+ * r + 1 points (Toom-Cook over 0, +-1, +-2, +-1/2 and infinity), (r + 1)/2
+ * multiply-adds per output where the direct way spends r: 1.75x fewer for 7
+ * taps, and no im2col.
  *
  * Backward differentiates these very steps (so it is the exact gradient of
  * the forward): dM = A dY A' per tile, dU_xi = dM_xi V_xi' and
  * dV_xi = U_xi' dM_xi as GEMMs, then dg = G' dU G and dd = B dV B' added
  * into d(input) where the patches overlap. V is made again, not kept.
  *
- * Tiles go in chunks of whole images through scratch; transforms run on
- * threads by (channel, image) plane, and the 16 GEMMs of a chunk on threads
- * one whole GEMM each (faster than each GEMM split over threads, as they are
- * small): the same bits at any thread count. */
+ * Tiles go in chunks of whole images through scratch. 3x3 transforms run on
+ * threads by (channel, image) plane; 1-D ones by channel over the chunk's
+ * images side by side, as one image's lines are too short to vectorise
+ * (14 at most here). The GEMMs of a chunk run on threads one whole GEMM each
+ * (faster than each split over threads, as they are small): the same bits at
+ * any thread count. */
 #include "winograd.h"
 #include <cblas.h>
 #include <string.h>
@@ -27,66 +35,134 @@
 static int omp_get_thread_num(void) { return 0; }
 #endif
 
-enum { XI = 16 };                               /* points of the transform domain */
+enum { ALPHA_MAX = 8, TAPS_MAX = 7 };
 
 /* Floats of V and M (or dM) per chunk: 16 MB ran best of 4 to 64 MB (make bench). */
 #define CHUNK_TARGET ((size_t)1 << 22)
 
+/* F(2, r) along one axis: V = B' d, U = G g, Y = A' (U . V) per tile. */
 typedef struct {
-    int th, tw;            /* tiles per image: down, across */
-    int Hp, Wp;            /* padded plane covering every tile's 4x4 patch */
+    int taps, along_h;             /* r; along H (r x 1) or along W (1 x r) */
+    float bt[ALPHA_MAX][ALPHA_MAX], g[ALPHA_MAX][TAPS_MAX], at[2][ALPHA_MAX];
+} Line;
+
+typedef struct {
+    int points;            /* of the transform domain: 16, or r + 1 along a line */
+    int th, tw;            /* tiles per image: 3x3, th x tw tiles of 2x2 outputs;
+                              along a line, th tiles of 2 outputs on each of tw lines */
+    int Hp, Wp;            /* 3x3: the padded plane of an image covering every patch;
+                              along a line Hp is the padded length of a line */
     int Ho, Wo;
+    Line line;             /* along a line only */
 } Tiling;
+
+/* x^l coefficients of prod over k < n, k != skip of (x - a[k]) */
+static void poly_from_roots(double *coef, const double *a, int n, int skip) {
+    int deg = 0;
+    coef[0] = 1;
+    for (int k = 0; k < n; k++) {
+        if (k == skip) continue;
+        coef[++deg] = 0;
+        for (int l = deg; l > 0; l--) coef[l] = coef[l - 1] - a[k] * coef[l];
+        coef[0] *= -a[k];
+    }
+}
+
+/* Toom-Cook F(2, r) over points a (r of them) and infinity. */
+static void make_line(Line *f, int taps, int along_h) {
+    static const double points[] = { 0, 1, -1, 2, -2, 0.5, -0.5 };
+    int alpha = taps + 1, finite = alpha - 1;
+    memset(f, 0, sizeof *f);
+    f->taps = taps;
+    f->along_h = along_h;
+    for (int j = 0; j < finite; j++) {
+        double a = points[j], fj = 1, coef[ALPHA_MAX] = { 0 };
+        for (int l = 0; l < finite; l++) if (l != j) fj *= a - points[l];
+        double power = 1;
+        for (int k = 0; k < taps; k++, power *= a) f->g[j][k] = (float)(power / fj);
+        poly_from_roots(coef, points, finite, j);
+        for (int l = 0; l < alpha; l++) f->bt[j][l] = (float)coef[l];
+        f->at[0][j] = 1;
+        f->at[1][j] = (float)a;
+    }
+    double coef[ALPHA_MAX + 1] = { 0 };
+    poly_from_roots(coef, points, finite, -1);
+    for (int l = 0; l < alpha; l++) f->bt[finite][l] = (float)coef[l];
+    f->g[finite][taps - 1] = 1;
+    f->at[1][finite] = 1;
+}
+
+static int is_line(const ConvShape *cs) {
+    return (cs->kh == 1 && cs->ph == 0 && (cs->kw == 3 || cs->kw == 7) && cs->pw < cs->kw) ||
+           (cs->kw == 1 && cs->pw == 0 && (cs->kh == 3 || cs->kh == 7) && cs->ph < cs->kh);
+}
 
 static Tiling tiling(const ConvShape *cs, int H, int W) {
     Tiling t;
-    t.Ho = conv_out(H, 3, 1, cs->ph);
-    t.Wo = conv_out(W, 3, 1, cs->pw);
-    t.th = (t.Ho + 1) / 2;
-    t.tw = (t.Wo + 1) / 2;
-    t.Hp = 2 * t.th + 2;
-    t.Wp = 2 * t.tw + 2;
+    t.Ho = conv_out(H, cs->kh, 1, cs->ph);
+    t.Wo = conv_out(W, cs->kw, 1, cs->pw);
+    if (cs->kh == 3 && cs->kw == 3) {
+        t.points = 16;
+        t.th = (t.Ho + 1) / 2;
+        t.tw = (t.Wo + 1) / 2;
+        t.Hp = 2 * t.th + 2;
+        t.Wp = 2 * t.tw + 2;
+        return t;
+    }
+    int along_h = cs->kw == 1, taps = along_h ? cs->kh : cs->kw;
+    make_line(&t.line, taps, along_h);
+    t.points = taps + 1;
+    t.th = ((along_h ? t.Ho : t.Wo) + 1) / 2;
+    t.tw = along_h ? W : H;
+    t.Hp = 2 * (t.th - 1) + t.points;
+    t.Wp = 0;
     return t;
 }
 
+static int is_square(const Tiling *t) { return t->points == 16; }
+
 int winograd_applies(const ConvShape *cs, int H, int W) {
-    return cs->kh == 3 && cs->kw == 3 && cs->sh == 1 && cs->sw == 1 && cs->ph <= 2 &&
-           cs->pw <= 2 && cs->cin >= 48 && conv_out(H, 3, 1, cs->ph) >= 2 &&
-           conv_out(W, 3, 1, cs->pw) >= 2;
+    return cs->sh == 1 && cs->sw == 1 && cs->cin >= 48 &&
+           ((cs->kh == 3 && cs->kw == 3 && cs->ph <= 2 && cs->pw <= 2) || is_line(cs)) &&
+           conv_out(H, cs->kh, 1, cs->ph) >= 2 && conv_out(W, cs->kw, 1, cs->pw) >= 2;
 }
 
 static int chunk_images(const ConvShape *cs, const Tiling *t, int N) {
-    size_t per = (size_t)XI * (cs->cin + cs->cout) * t->th * t->tw;
+    size_t per = (size_t)t->points * (cs->cin + cs->cout) * t->th * t->tw;
     size_t n = CHUNK_TARGET / per;
     if (n < 1) n = 1;
     return n > (size_t)N ? N : (int)n;
 }
 
-/* A thread's planes: the padded patch plane, then a plane and row sums for the pool. */
-static size_t thread_floats(const Tiling *t, int H, int W) {
-    return (size_t)t->Hp * t->Wp + 2 * (size_t)H * W;
+/* A thread's buffers. 3x3: the padded plane, then a plane and row sums for the
+ * pool. Along a line: a channel's chunk of lines, padded, or two rows of them. */
+static size_t thread_floats(const ConvShape *cs, const Tiling *t, int N, int H, int W) {
+    if (is_square(t)) return (size_t)t->Hp * t->Wp + 2 * (size_t)H * W;
+    return (size_t)(t->Hp + 2) * chunk_images(cs, t, N) * t->tw;
 }
 
-/* Layout of scratch: U (or, backward, U then dU), V, M, the threads' planes. */
+/* Layout of scratch: U (or, backward, U then dU), V, M, the threads' buffers. */
 typedef struct { float *u, *du, *v, *m, *threads; } Scratch;
 
 static Scratch carve(float *scratch, const ConvShape *cs, const Tiling *t, int N, int backward) {
-    size_t kernel = (size_t)XI * cs->cout * cs->cin, tiles = (size_t)chunk_images(cs, t, N) * t->th * t->tw;
+    size_t kernel = (size_t)t->points * cs->cout * cs->cin, tiles = (size_t)chunk_images(cs, t, N) * t->th * t->tw;
     Scratch s;
     s.u = scratch;
     s.du = backward ? s.u + kernel : NULL;
     s.v = s.u + (backward ? 2 : 1) * kernel;
-    s.m = s.v + XI * (size_t)cs->cin * tiles;
-    s.threads = s.m + XI * (size_t)cs->cout * tiles;
+    s.m = s.v + t->points * (size_t)cs->cin * tiles;
+    s.threads = s.m + t->points * (size_t)cs->cout * tiles;
     return s;
 }
 
 size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W) {
     Tiling t = tiling(cs, H, W);
     size_t tiles = (size_t)chunk_images(cs, &t, N) * t.th * t.tw;
-    return (size_t)XI * cs->cout * cs->cin + XI * (size_t)(cs->cin + cs->cout) * tiles +
-           (size_t)max_threads() * thread_floats(&t, H, W);
+    return (size_t)t.points * cs->cout * cs->cin + t.points * (size_t)(cs->cin + cs->cout) * tiles +
+           (size_t)max_threads() * thread_floats(cs, &t, N, H, W);
 }
+
+/* ---- 3x3: F(2x2, 3x3), image by image ---- */
 
 /* U [16][cout][cin] = G g G' of weight [cout, cin, 3, 3] */
 static void transform_kernel(float *u, const float *weight, const ConvShape *cs) {
@@ -146,7 +222,7 @@ static void pad_plane(float *pp, const float *plane, const ConvShape *cs, const 
         memcpy(pp + (int64_t)(y + cs->ph) * t->Wp + cs->pw, plane + (int64_t)y * W, W * sizeof *pp);
 }
 
-/* v: the chunk's V [16][cin][T] at channel ci, tile t0 = this image's first:
+/* v: the chunk's V [16][cin][T] at channel ci and this image's first tile:
  * B' d B of every 4x4 patch of the padded plane. */
 static void transform_input(float *v, int64_t xi_stride, const float *pp, const Tiling *t) {
     float c[4][t->Wp];                            /* B' d: the rows combined, per column */
@@ -243,53 +319,295 @@ static void transform_output_backward(float *dm, int64_t xi_stride, const float 
     }
 }
 
-/* V of images n0..n0+nc of in [cin, N, H, W] */
-static void input_chunk(float *v, const float *in, const ConvShape *cs, const Tiling *t, int N,
-                        int H, int W, int n0, int nc, float *threads, int pooled) {
-    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, xi_stride = (int64_t)cs->cin * T;
-    size_t per_thread = thread_floats(t, H, W);
-    #pragma omp parallel
-    {
-        float *pp = threads + omp_get_thread_num() * per_thread, *pool = pooled ? pp + t->Hp * t->Wp : NULL;
-        #pragma omp for schedule(static)
-        for (int64_t k = 0; k < (int64_t)cs->cin * nc; k++) {
-            int ci = (int)(k / nc), n = (int)(k % nc);
-            pad_plane(pp, in + ((int64_t)ci * N + n0 + n) * H * W, cs, t, H, W, pool);
-            transform_input(v + ci * T + n * tiles, xi_stride, pp, t);
+/* ---- along a line: F(2, r), a channel's chunk of images at once ---- */
+
+/* U [r+1][cout][cin] = G g of weight [cout, cin, r] */
+static void line_kernel(float *u, const float *weight, const ConvShape *cs, const Line *f) {
+    int64_t plane = (int64_t)cs->cout * cs->cin;
+    #pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < plane; k++)
+        for (int j = 0; j <= f->taps; j++) {
+            float sum = 0;
+            for (int i = 0; i < f->taps; i++) sum += f->g[j][i] * weight[k * f->taps + i];
+            u[j * plane + k] = sum;
+        }
+}
+
+/* dweight [cout, cin, r] += G' dU */
+static void line_kernel_backward(float *dweight, const float *du, const ConvShape *cs, const Line *f) {
+    int64_t plane = (int64_t)cs->cout * cs->cin;
+    #pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < plane; k++)
+        for (int i = 0; i < f->taps; i++) {
+            float sum = 0;
+            for (int j = 0; j <= f->taps; j++) sum += f->g[j][i] * du[j * plane + k];
+            dweight[k * f->taps + i] += sum;
+        }
+}
+
+/* A channel's chunk as lines: position p along the axis (padded) of line x
+ * of image n at p*L + n*lines + x, L = nc*lines; a tile's index is then
+ * ty*L + n*lines + x. Image n's plane of that channel: in + n*image. */
+static int64_t line_index(const Tiling *t, int64_t L, int n, int p, int x) {
+    return p * L + (int64_t)n * t->tw + x;
+}
+
+/* lines = the channel's images (planes `image` floats apart), zero-padded. */
+static void line_gather(float *lines, const float *in, int64_t image, const ConvShape *cs,
+                        const Tiling *t, int nc, int H, int W) {
+    int64_t L = (int64_t)nc * t->tw;
+    int pad = t->line.along_h ? cs->ph : cs->pw, len = t->line.along_h ? H : W;
+    memset(lines, 0, pad * L * sizeof *lines);
+    memset(lines + (pad + len) * L, 0, (t->Hp - pad - len) * L * sizeof *lines);
+    for (int n = 0; n < nc; n++) {
+        const float *plane = in + n * image;
+        for (int y = 0; y < H; y++)
+            if (t->line.along_h)
+                memcpy(lines + line_index(t, L, n, y + pad, 0), plane + (int64_t)y * W, W * sizeof *lines);
+            else
+                for (int x = 0; x < W; x++) lines[line_index(t, L, n, x + pad, y)] = plane[(int64_t)y * W + x];
+    }
+}
+
+/* The channel's images += the lines' interior (line_gather's inverse, adding). */
+static void line_scatter_add(float *in, int64_t image, const float *lines, const ConvShape *cs,
+                             const Tiling *t, int nc, int H, int W) {
+    int64_t L = (int64_t)nc * t->tw;
+    int pad = t->line.along_h ? cs->ph : cs->pw;
+    for (int n = 0; n < nc; n++) {
+        float *plane = in + n * image;
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                plane[(int64_t)y * W + x] += t->line.along_h ? lines[line_index(t, L, n, y + pad, x)]
+                                                             : lines[line_index(t, L, n, x + pad, y)];
+    }
+}
+
+/* v: V [r+1][cin][T] at this channel = B' d of every tile's patch */
+static void line_input(float *v, int64_t xi_stride, const float *lines, const Tiling *t, int64_t L) {
+    const Line *f = &t->line;
+    for (int ty = 0; ty < t->th; ty++)
+        for (int j = 0; j < t->points; j++) {
+            float *o = v + j * xi_stride + ty * L;
+            for (int64_t x = 0; x < L; x++) o[x] = 0.0f;
+            for (int l = 0; l < t->points; l++) {
+                const float *row = lines + (2 * ty + l) * L, c = f->bt[j][l];
+                if (c != 0.0f)
+                    for (int64_t x = 0; x < L; x++) o[x] += c * row[x];
+            }
+        }
+}
+
+/* lines = B dV of every tile, summed where patches overlap */
+static void line_input_backward(float *lines, const float *dv, int64_t xi_stride, const Tiling *t, int64_t L) {
+    const Line *f = &t->line;
+    memset(lines, 0, t->Hp * L * sizeof *lines);
+    for (int ty = 0; ty < t->th; ty++)
+        for (int l = 0; l < t->points; l++) {
+            float *row = lines + (2 * ty + l) * L;
+            for (int j = 0; j < t->points; j++) {
+                const float *d = dv + j * xi_stride + ty * L, c = f->bt[j][l];
+                if (c != 0.0f)
+                    for (int64_t x = 0; x < L; x++) row[x] += c * d[x];
+            }
+        }
+}
+
+/* Where output q along the axis of line x of image n goes in its plane; -1 past the end. */
+static int64_t line_output_at(const Tiling *t, int q, int x) {
+    if (t->line.along_h) return q < t->Ho ? (int64_t)q * t->Wo + x : -1;
+    return q < t->Wo ? (int64_t)x * t->Wo + q : -1;
+}
+
+/* The channel's output planes (`image` floats apart) = A' M of every tile;
+ * rows: 2*L floats. */
+static void line_output(float *out, int64_t image, const float *m, int64_t xi_stride,
+                        const Tiling *t, int nc, float *rows) {
+    const Line *f = &t->line;
+    int64_t L = (int64_t)nc * t->tw;
+    for (int ty = 0; ty < t->th; ty++) {
+        for (int i = 0; i < 2; i++) {
+            float *y = rows + i * L;
+            for (int64_t x = 0; x < L; x++) y[x] = 0.0f;
+            for (int j = 0; j < t->points; j++) {
+                const float *src = m + j * xi_stride + ty * L, c = f->at[i][j];
+                if (c != 0.0f)
+                    for (int64_t x = 0; x < L; x++) y[x] += c * src[x];
+            }
+        }
+        for (int i = 0; i < 2; i++)
+            for (int n = 0; n < nc; n++)
+                for (int x = 0; x < t->tw; x++) {
+                    int64_t at = line_output_at(t, 2 * ty + i, x);
+                    if (at >= 0) out[n * image + at] = rows[i * L + n * t->tw + x];
+                }
+    }
+}
+
+/* dm: dM [r+1][cout][T] at this channel = A dY of every tile of the channel's
+ * d(output) planes; rows: 2*L floats. */
+static void line_output_backward(float *dm, int64_t xi_stride, const float *dout, int64_t image,
+                                 const Tiling *t, int nc, float *rows) {
+    const Line *f = &t->line;
+    int64_t L = (int64_t)nc * t->tw;
+    for (int ty = 0; ty < t->th; ty++) {
+        for (int i = 0; i < 2; i++)
+            for (int n = 0; n < nc; n++)
+                for (int x = 0; x < t->tw; x++) {
+                    int64_t at = line_output_at(t, 2 * ty + i, x);
+                    rows[i * L + n * t->tw + x] = at >= 0 ? dout[n * image + at] : 0.0f;
+                }
+        for (int j = 0; j < t->points; j++) {
+            float *o = dm + j * xi_stride + ty * L, c0 = f->at[0][j], c1 = f->at[1][j];
+            for (int64_t x = 0; x < L; x++) o[x] = c0 * rows[x] + c1 * rows[L + x];
         }
     }
 }
 
-/* C_xi = op(A_xi) op(B_xi) (+ beta C_xi) for the 16 points; inside the
+/* ---- a chunk of images nc from n0, both kinds ---- */
+
+/* V [points][cin][T] of in [cin, N, H, W] */
+static void input_chunk(float *v, const float *in, const ConvShape *cs, const Tiling *t, int N,
+                        int H, int W, int n0, int nc, float *threads, int pooled) {
+    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, xi_stride = (int64_t)cs->cin * T;
+    size_t per_thread = thread_floats(cs, t, N, H, W);
+    #pragma omp parallel
+    {
+        float *buf = threads + omp_get_thread_num() * per_thread;
+        if (is_square(t)) {
+            float *pool = pooled ? buf + t->Hp * t->Wp : NULL;
+            #pragma omp for schedule(static)
+            for (int64_t k = 0; k < (int64_t)cs->cin * nc; k++) {
+                int ci = (int)(k / nc), n = (int)(k % nc);
+                pad_plane(buf, in + ((int64_t)ci * N + n0 + n) * H * W, cs, t, H, W, pool);
+                transform_input(v + ci * T + n * tiles, xi_stride, buf, t);
+            }
+        } else {
+            #pragma omp for schedule(static)
+            for (int ci = 0; ci < cs->cin; ci++) {
+                line_gather(buf, in + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, cs, t, nc, H, W);
+                line_input(v + ci * T, xi_stride, buf, t, (int64_t)nc * t->tw);
+            }
+        }
+    }
+}
+
+/* out [cout, N, Ho, Wo] at the chunk's images = A' M A of M [points][cout][T] */
+static void output_chunk(float *out, const float *m, const ConvShape *cs, const Tiling *t, int N,
+                         int H, int W, int n0, int nc, float *threads) {
+    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, image = (int64_t)t->Ho * t->Wo;
+    size_t per_thread = thread_floats(cs, t, N, H, W);
+    if (is_square(t)) {
+        #pragma omp parallel for schedule(static)
+        for (int64_t k = 0; k < (int64_t)cs->cout * nc; k++) {
+            int co = (int)(k / nc), n = (int)(k % nc);
+            transform_output(out + ((int64_t)co * N + n0 + n) * image, m + co * T + n * tiles, cs->cout * T, t);
+        }
+        return;
+    }
+    #pragma omp parallel
+    {
+        float *rows = threads + omp_get_thread_num() * per_thread;
+        #pragma omp for schedule(static)
+        for (int co = 0; co < cs->cout; co++)
+            line_output(out + ((int64_t)co * N + n0) * image, image, m + co * T, cs->cout * T, t, nc, rows);
+    }
+}
+
+/* dM [points][cout][T] = A dY A' of dout [cout, N, Ho, Wo] at the chunk's images */
+static void dout_chunk(float *dm, const float *dout, const ConvShape *cs, const Tiling *t, int N,
+                       int H, int W, int n0, int nc, float *threads) {
+    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, image = (int64_t)t->Ho * t->Wo;
+    size_t per_thread = thread_floats(cs, t, N, H, W);
+    if (is_square(t)) {
+        #pragma omp parallel for schedule(static)
+        for (int64_t k = 0; k < (int64_t)cs->cout * nc; k++) {
+            int co = (int)(k / nc), n = (int)(k % nc);
+            transform_output_backward(dm + co * T + n * tiles, cs->cout * T,
+                                      dout + ((int64_t)co * N + n0 + n) * image, t);
+        }
+        return;
+    }
+    #pragma omp parallel
+    {
+        float *rows = threads + omp_get_thread_num() * per_thread;
+        #pragma omp for schedule(static)
+        for (int co = 0; co < cs->cout; co++)
+            line_output_backward(dm + co * T, cs->cout * T, dout + ((int64_t)co * N + n0) * image, image,
+                                 t, nc, rows);
+    }
+}
+
+/* din [cin, N, H, W] at the chunk's images += B dV B' of dV [points][cin][T],
+ * through the pool first when pooled */
+static void din_chunk(float *din, const float *dv, const ConvShape *cs, const Tiling *t, int N,
+                      int H, int W, int n0, int nc, float *threads, int pooled) {
+    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, xi_stride = (int64_t)cs->cin * T;
+    size_t per_thread = thread_floats(cs, t, N, H, W);
+    #pragma omp parallel
+    {
+        float *buf = threads + omp_get_thread_num() * per_thread;
+        if (is_square(t)) {
+            float *pool = buf + t->Hp * t->Wp;
+            #pragma omp for schedule(static)
+            for (int64_t k = 0; k < (int64_t)cs->cin * nc; k++) {
+                int ci = (int)(k / nc), n = (int)(k % nc);
+                memset(buf, 0, (size_t)t->Hp * t->Wp * sizeof *buf);
+                transform_input_backward(buf, dv + ci * T + n * tiles, xi_stride, t);
+                float *dplane = din + ((int64_t)ci * N + n0 + n) * H * W;
+                if (pooled) {                    /* d(pooled plane), then back through the pool */
+                    for (int y = 0; y < H; y++)
+                        memcpy(pool + (int64_t)y * W, buf + (int64_t)(y + cs->ph) * t->Wp + cs->pw, W * sizeof *pool);
+                    box3_plane(dplane, pool, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
+                } else {
+                    for (int y = 0; y < H; y++) {
+                        const float *src = buf + (int64_t)(y + cs->ph) * t->Wp + cs->pw;
+                        float *dst = dplane + (int64_t)y * W;
+                        for (int x = 0; x < W; x++) dst[x] += src[x];
+                    }
+                }
+            }
+        } else {
+            #pragma omp for schedule(static)
+            for (int ci = 0; ci < cs->cin; ci++) {
+                line_input_backward(buf, dv + ci * T, xi_stride, t, (int64_t)nc * t->tw);
+                line_scatter_add(din + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, buf, cs, t, nc, H, W);
+            }
+        }
+    }
+}
+
+/* C_xi = op(A_xi) op(B_xi) (+ beta C_xi) for every point; inside the
  * parallel loop OpenBLAS runs each on its caller's thread. */
-static void gemms(int M, int Ncols, int K, int trans_a, int trans_b,
+static void gemms(int points, int M, int Ncols, int K, int trans_a, int trans_b,
                   const float *a, int64_t a_stride, const float *b, int64_t b_stride,
                   float beta, float *c, int64_t c_stride) {
     #pragma omp parallel for schedule(static)
-    for (int xi = 0; xi < XI; xi++)
+    for (int xi = 0; xi < points; xi++)
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                     M, Ncols, K, 1.0f, a + xi * a_stride, trans_a ? M : K, b + xi * b_stride,
                     trans_b ? K : Ncols, beta, c + xi * c_stride, Ncols);
 }
 
+static void require_square_if_pooled(const Tiling *t, int pooled) {
+    if (pooled && !is_square(t)) die("internal: only a 3x3 Winograd convolution takes a pool first");
+}
+
 void winograd_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
                       int N, int H, int W, float *scratch, int pooled) {
     Tiling t = tiling(cs, H, W);
+    require_square_if_pooled(&t, pooled);
     Scratch s = carve(scratch, cs, &t, N, 0);
     int step = chunk_images(cs, &t, N);
     int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;
-    transform_kernel(s.u, weight, cs);
+    if (is_square(&t)) transform_kernel(s.u, weight, cs);
+    else line_kernel(s.u, weight, cs, &t.line);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
         int64_t T = tiles * nc;
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
-        gemms(cs->cout, T, cs->cin, 0, 0, s.u, kernel, s.v, cs->cin * T, 0.0f, s.m, cs->cout * T);
-        #pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < (int64_t)cs->cout * nc; k++) {
-            int co = (int)(k / nc), n = (int)(k % nc);
-            transform_output(out + ((int64_t)co * N + n0 + n) * t.Ho * t.Wo, s.m + co * T + n * tiles,
-                             cs->cout * T, &t);
-        }
+        gemms(t.points, cs->cout, T, cs->cin, 0, 0, s.u, kernel, s.v, cs->cin * T, 0.0f, s.m, cs->cout * T);
+        output_chunk(out, s.m, cs, &t, N, H, W, n0, nc, s.threads);
     }
 }
 
@@ -297,49 +615,25 @@ void winograd_backward(float *din, float *dweight, const float *dout, const floa
                        const float *weight, const ConvShape *cs, int N, int H, int W,
                        float *scratch, int pooled) {
     Tiling t = tiling(cs, H, W);
+    require_square_if_pooled(&t, pooled);
     Scratch s = carve(scratch, cs, &t, N, 1);
     int step = chunk_images(cs, &t, N);
     int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;
-    size_t per_thread = thread_floats(&t, H, W);
-    if (din) transform_kernel(s.u, weight, cs);
+    if (din && is_square(&t)) transform_kernel(s.u, weight, cs);
+    else if (din) line_kernel(s.u, weight, cs, &t.line);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
         int64_t T = tiles * nc;
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
-        #pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < (int64_t)cs->cout * nc; k++) {
-            int co = (int)(k / nc), n = (int)(k % nc);
-            transform_output_backward(s.m + co * T + n * tiles, cs->cout * T,
-                                      dout + ((int64_t)co * N + n0 + n) * t.Ho * t.Wo, &t);
-        }
+        dout_chunk(s.m, dout, cs, &t, N, H, W, n0, nc, s.threads);
         /* dU_xi [cout, cin] (+)= dM_xi [cout, T] V_xi' */
-        gemms(cs->cout, cs->cin, T, 0, 1, s.m, cs->cout * T, s.v, cs->cin * T,
+        gemms(t.points, cs->cout, cs->cin, T, 0, 1, s.m, cs->cout * T, s.v, cs->cin * T,
               n0 ? 1.0f : 0.0f, s.du, kernel);
         if (!din) continue;
         /* dV_xi [cin, T] = U_xi' dM_xi, over V */
-        gemms(cs->cin, T, cs->cout, 1, 0, s.u, kernel, s.m, cs->cout * T, 0.0f, s.v, cs->cin * T);
-        #pragma omp parallel
-        {
-            float *dpp = s.threads + omp_get_thread_num() * per_thread, *pool = dpp + t.Hp * t.Wp;
-            #pragma omp for schedule(static)
-            for (int64_t k = 0; k < (int64_t)cs->cin * nc; k++) {
-                int ci = (int)(k / nc), n = (int)(k % nc);
-                memset(dpp, 0, (size_t)t.Hp * t.Wp * sizeof *dpp);
-                transform_input_backward(dpp, s.v + ci * T + n * tiles, cs->cin * T, &t);
-                float *dplane = din + ((int64_t)ci * N + n0 + n) * H * W;
-                if (pooled) {                    /* d(pooled plane), then back through the pool */
-                    for (int y = 0; y < H; y++)
-                        memcpy(pool + (int64_t)y * W, dpp + (int64_t)(y + cs->ph) * t.Wp + cs->pw, W * sizeof *pool);
-                    box3_plane(dplane, pool, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
-                } else {
-                    for (int y = 0; y < H; y++) {
-                        const float *src = dpp + (int64_t)(y + cs->ph) * t.Wp + cs->pw;
-                        float *dst = dplane + (int64_t)y * W;
-                        for (int x = 0; x < W; x++) dst[x] += src[x];
-                    }
-                }
-            }
-        }
+        gemms(t.points, cs->cin, T, cs->cout, 1, 0, s.u, kernel, s.m, cs->cout * T, 0.0f, s.v, cs->cin * T);
+        din_chunk(din, s.v, cs, &t, N, H, W, n0, nc, s.threads, pooled);
     }
-    transform_kernel_backward(dweight, s.du, cs);
+    if (is_square(&t)) transform_kernel_backward(dweight, s.du, cs);
+    else line_kernel_backward(dweight, s.du, cs, &t.line);
 }

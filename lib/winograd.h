@@ -1,15 +1,16 @@
-/* winograd.h - conv.c's path for 3x3 stride-1 convolutions (winograd.c). */
+/* winograd.h - conv.c's path for stride-1 3x3, 1xr and rx1 convolutions (winograd.c). */
 #ifndef INCV3_WINOGRAD_H
 #define INCV3_WINOGRAD_H
 #include "layers.h"
 
-/* Whether cs over H x W images goes this way: 3x3, stride 1, padding up to 2,
- * enough input channels for GEMMs worth making. */
+/* Whether cs over H x W images goes this way: stride 1, 3x3 (padding up to
+ * 2) or 1x3, 3x1, 1x7, 7x1 (padding along the kernel only, less than its
+ * length), and enough input channels for GEMMs worth making. */
 int winograd_applies(const ConvShape *cs, int H, int W);
 /* Floats of scratch forward needs; backward needs twice that. */
 size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W);
-/* As conv_forward/conv_backward; pooled: of avgpool 3x3 s1 p1 of in, as
- * conv_pooled_forward/backward. */
+/* As conv_forward/conv_backward; pooled (3x3 only): of avgpool 3x3 s1 p1
+ * of in, as conv_pooled_forward/backward. */
 void winograd_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
                       int N, int H, int W, float *scratch, int pooled);
 void winograd_backward(float *din, float *dweight, const float *dout, const float *in,

@@ -364,5 +364,15 @@ int main(void) {
     pooled = 0;
     set_threads(2);
     check_conv("3x3 p1 Winograd, two chunks", (ConvShape){ 64, 16, 3, 3, 1, 1, 1, 1 }, 6, 48, 48);
+    /* ... and F(2, r) along a line: 7 and 3 taps both ways, odd lengths,
+     * padding short of full, several threads, two chunks (1x7 over 12 x 700) */
+    check_conv("1x7 p(0,3) Winograd", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 2, 5, 9);
+    set_threads(3);
+    check_conv("7x1 p(3,0) Winograd, 3 threads", (ConvShape){ 50, 3, 7, 1, 1, 1, 3, 0 }, 3, 8, 5);
+    check_conv("7x1 p(1,0) Winograd, 3 threads", (ConvShape){ 48, 3, 7, 1, 1, 1, 1, 0 }, 2, 12, 4);
+    check_conv("1x3 p(0,1) Winograd, 3 threads", (ConvShape){ 48, 5, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
+    check_conv("3x1 p(1,0) Winograd, 3 threads", (ConvShape){ 48, 5, 3, 1, 1, 1, 1, 0 }, 2, 7, 6);
+    set_threads(2);
+    check_conv("1x7 p(0,3) Winograd, two chunks", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 3, 12, 700);
     return check_summary("gradcheck");
 }
