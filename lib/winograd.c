@@ -217,9 +217,15 @@ static void pad_plane(float *pp, const float *plane, const ConvShape *cs, const 
         box3_plane(pool, plane, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
         plane = pool;
     }
-    memset(pp, 0, (size_t)t->Hp * t->Wp * sizeof *pp);
-    for (int y = 0; y < H; y++)
-        memcpy(pp + (int64_t)(y + cs->ph) * t->Wp + cs->pw, plane + (int64_t)y * W, W * sizeof *pp);
+    int right = t->Wp - cs->pw - W;             /* zero only the border */
+    memset(pp, 0, (size_t)cs->ph * t->Wp * sizeof *pp);
+    for (int y = 0; y < H; y++) {
+        float *row = pp + (int64_t)(y + cs->ph) * t->Wp;
+        memset(row, 0, cs->pw * sizeof *row);
+        memcpy(row + cs->pw, plane + (int64_t)y * W, W * sizeof *row);
+        memset(row + cs->pw + W, 0, right * sizeof *row);
+    }
+    memset(pp + (int64_t)(cs->ph + H) * t->Wp, 0, (size_t)(t->Hp - cs->ph - H) * t->Wp * sizeof *pp);
 }
 
 /* v: the chunk's V [16][cin][T] at channel ci and this image's first tile:
@@ -389,11 +395,15 @@ static void line_input(float *v, int64_t xi_stride, const float *lines, const Ti
     for (int ty = 0; ty < t->th; ty++)
         for (int j = 0; j < t->points; j++) {
             float *o = v + j * xi_stride + ty * L;
-            for (int64_t x = 0; x < L; x++) o[x] = 0.0f;
+            int first = 1;
             for (int l = 0; l < t->points; l++) {
                 const float *row = lines + (2 * ty + l) * L, c = f->bt[j][l];
-                if (c != 0.0f)
+                if (c == 0.0f) continue;
+                if (first)
+                    for (int64_t x = 0; x < L; x++) o[x] = c * row[x];
+                else
                     for (int64_t x = 0; x < L; x++) o[x] += c * row[x];
+                first = 0;
             }
         }
 }
