@@ -24,8 +24,8 @@
  * threads by (channel, image) plane; 1-D ones by channel over the chunk's
  * images side by side, as one image's lines are too short to vectorise
  * (14 at most here). The GEMMs of a chunk run on threads one whole GEMM each
- * (faster than each split over threads, as they are small): the same bits at
- * any thread count. */
+ * (faster than each split over threads, as they are small), or in slices of
+ * rows where threads outnumber them: the same bits for the same thread count. */
 #include "winograd.h"
 #include <cblas.h>
 #include <string.h>
@@ -588,15 +588,22 @@ static void din_chunk(float *din, const float *dv, const ConvShape *cs, const Ti
 }
 
 /* C_xi = op(A_xi) op(B_xi) (+ beta C_xi) for every point; inside the
- * parallel loop OpenBLAS runs each on its caller's thread. */
+ * parallel loop OpenBLAS runs each on its caller's thread. With more threads
+ * than points, each GEMM goes in slices of its rows. */
 static void gemms(int points, int M, int Ncols, int K, int trans_a, int trans_b,
                   const float *a, int64_t a_stride, const float *b, int64_t b_stride,
                   float beta, float *c, int64_t c_stride) {
+    int slices = (max_threads() + points - 1) / points;
+    if (slices > M) slices = M;
     #pragma omp parallel for schedule(static)
-    for (int xi = 0; xi < points; xi++)
+    for (int w = 0; w < points * slices; w++) {
+        int xi = w / slices, s = w % slices;
+        int r0 = (int)((int64_t)M * s / slices), r1 = (int)((int64_t)M * (s + 1) / slices);
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                    M, Ncols, K, 1.0f, a + xi * a_stride, trans_a ? M : K, b + xi * b_stride,
-                    trans_b ? K : Ncols, beta, c + xi * c_stride, Ncols);
+                    r1 - r0, Ncols, K, 1.0f, a + xi * a_stride + (trans_a ? r0 : (int64_t)r0 * K),
+                    trans_a ? M : K, b + xi * b_stride, trans_b ? K : Ncols, beta,
+                    c + xi * c_stride + (int64_t)r0 * Ncols, Ncols);
+    }
 }
 
 static void require_square_if_pooled(const Tiling *t, int pooled) {

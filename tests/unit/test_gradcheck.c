@@ -372,6 +372,8 @@ int main(void) {
     check_conv("7x1 p(1,0) Winograd, 3 threads", (ConvShape){ 48, 3, 7, 1, 1, 1, 1, 0 }, 2, 12, 4);
     check_conv("1x3 p(0,1) Winograd, 3 threads", (ConvShape){ 48, 5, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
     check_conv("3x1 p(1,0) Winograd, 3 threads", (ConvShape){ 48, 5, 3, 1, 1, 1, 1, 0 }, 2, 7, 6);
+    set_threads(9);             /* more threads than the 4 points: GEMMs in slices of rows */
+    check_conv("1x3 p(0,1) Winograd, 9 threads", (ConvShape){ 48, 5, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
     set_threads(2);
     check_conv("1x7 p(0,3) Winograd, two chunks", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 3, 12, 700);
     return check_summary("gradcheck");
