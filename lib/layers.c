@@ -19,16 +19,37 @@ static inline float bn_relu(float xhat, float scale, float shift) {
     return v < 0 ? 0 : v;
 }
 
-/* Sums of row[0..n) and of its squares, in double with eight fixed lanes:
- * vectorised, yet the same order (and bits) at any thread count. */
+/* Eight floats widened to eight double lanes. The sums below keep one lane
+ * per position mod 8: vectorised, yet the same order (and bits) at any
+ * thread count. */
+typedef float f8 __attribute__((vector_size(32)));
+typedef int i8 __attribute__((vector_size(32)));
+typedef double d8 __attribute__((vector_size(64)));
+
+static inline f8 load_f8(const float *p) {
+    f8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static double lanes_total(d8 v) {
+    double total = 0;
+    for (int j = 0; j < 8; j++) total += v[j];
+    return total;
+}
+
+/* Sums of row[0..n) and of its squares. */
 static void sum_and_squares(const float *row, int64_t n, double *sum, double *squares) {
-    double s[8] = { 0 }, q[8] = { 0 };
+    d8 s = { 0 }, q = { 0 };
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) { double v = row[i + j]; s[j] += v; q[j] += v * v; }
+    for (; i + 8 <= n; i += 8) {
+        d8 v = __builtin_convertvector(load_f8(row + i), d8);
+        s += v;
+        q += v * v;
+    }
     for (int j = 0; i < n; i++, j++) { double v = row[i]; s[j] += v; q[j] += v * v; }
-    *sum = *squares = 0;
-    for (int j = 0; j < 8; j++) { *sum += s[j]; *squares += q[j]; }
+    *sum = lanes_total(s);
+    *squares = lanes_total(q);
 }
 
 void bn_forward_train(float *y, float *mean, float *istd, float *run_mean, float *run_var,
@@ -79,19 +100,21 @@ void bn_relu_apply(float *out, const float *xhat, const float *gamma, const floa
  * sum_and_squares. */
 static void relu_grad_sums(const float *xh, const float *d, int64_t n, float ga, float be,
                            double *sum_dz, double *sum_dzx) {
-    double s[8] = { 0 }, q[8] = { 0 };
+    d8 s = { 0 }, q = { 0 };
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            double dz = bn_relu(xh[i + j], ga, be) > 0 ? d[i + j] : 0.0f;
-            s[j] += dz; q[j] += dz * xh[i + j];
-        }
+    for (; i + 8 <= n; i += 8) {
+        f8 x = load_f8(xh + i);
+        i8 on = x * ga + be > 0;                  /* bn_relu(x) > 0, NaN off */
+        d8 dz = __builtin_convertvector((f8)((i8)load_f8(d + i) & on), d8);
+        s += dz;
+        q += dz * __builtin_convertvector(x, d8);
+    }
     for (int j = 0; i < n; i++, j++) {
         double dz = bn_relu(xh[i], ga, be) > 0 ? d[i] : 0.0f;
         s[j] += dz; q[j] += dz * xh[i];
     }
-    *sum_dz = *sum_dzx = 0;
-    for (int j = 0; j < 8; j++) { *sum_dz += s[j]; *sum_dzx += q[j]; }
+    *sum_dz = lanes_total(s);
+    *sum_dzx = lanes_total(q);
 }
 
 void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dout,
