@@ -97,6 +97,20 @@ static int pooled_unit(Model *m, const char *name, int in, Dest d, int cout_full
     return out;
 }
 
+/* Inception-C and E's pool branch, avgpool 3x3 s1 p1 then a 1x1 conv, as
+ * the conv then the pool: both are linear and the pool's divisor is always 9,
+ * so the order does not change the function, and pooling the conv's 192
+ * channels costs a quarter to a tenth of pooling its 768 to 2048. The conv's
+ * output waits in pool_buf (forward) and its gradient there (backward). */
+static int pooled_after_unit(Model *m, const char *name, int in, Dest d, int cout_full) {
+    int out = unit(m, name, in, d, cout_full, 1, 1, 1, 0, 0);
+    const Tensor *t = &m->tensors[out];
+    size_t size = (size_t)t->C * t->H * t->W;
+    if (size > m->pool_per_image) m->pool_per_image = size;
+    m->ops[m->nops - 1].pooled_output = 1;
+    return out;
+}
+
 /* A pool into a concatenation is stored like any branch. A pool into a tensor of
  * its own feeds the one convolution after it: that output lives in pool_buf only
  * while needed, and backward pools again (cheap) instead of keeping it. */
@@ -173,8 +187,7 @@ static int inception_c(Model *m, const char *b, int x, int c7) {
     y = unit(m, nm(n, b, "branch7x7stack.2"), y, NEW, c7, 1, 7, 1, 0, 3);
     y = unit(m, nm(n, b, "branch7x7stack.3"), y, NEW, c7, 7, 1, 1, 3, 0);
     unit(m, nm(n, b, "branch7x7stack.4"), y, into(out, 2 * c), 192, 1, 7, 1, 0, 3);
-    y = pool(m, OP_AVGPOOL, x, NEW, 3, 1, 1);
-    unit(m, nm(n, b, "branch_pool.1"), y, into(out, 3 * c), 192, 1, 1, 1, 0, 0);
+    pooled_after_unit(m, nm(n, b, "branch_pool.1"), x, into(out, 3 * c), 192);
     return out;
 }
 
@@ -209,8 +222,7 @@ static int inception_e(Model *m, const char *b, int x) {
     y = unit(m, nm(n, b, "branch3x3stack_2"), y, NEW, 384, 3, 3, 1, 1, 1);
     unit(m, nm(n, b, "branch3x3stack_3a"), y, into(out, c1 + 2 * c3), 384, 1, 3, 1, 0, 1);
     unit(m, nm(n, b, "branch3x3stack_3b"), y, into(out, c1 + 3 * c3), 384, 3, 1, 1, 1, 0);
-    y = pool(m, OP_AVGPOOL, x, NEW, 3, 1, 1);
-    unit(m, nm(n, b, "branch_pool.1"), y, into(out, c1 + 4 * c3), 192, 1, 1, 1, 0, 0);
+    pooled_after_unit(m, nm(n, b, "branch_pool.1"), x, into(out, c1 + 4 * c3), 192);
     return out;
 }
 
@@ -539,7 +551,7 @@ static int group_members(const Model *m, int first, int N, float **rows, int *co
     for (int j = first; j < m->nops; j++)
         if (m->ops[j].group == first) {
             if (g == MAX_GROUP) die("internal: more than %d 1x1 convolutions share an input", MAX_GROUP);
-            rows[g] = tensor_at(m, m->acts, m->ops[j].out, N);
+            rows[g] = m->ops[j].pooled_output ? m->pool_buf : tensor_at(m, m->acts, m->ops[j].out, N);
             couts[g++] = m->ops[j].cs.cout;
         }
     return g;
@@ -558,8 +570,8 @@ static void forward_ops(Model *m, int N, int train, int groups) {
         int64_t M = (int64_t)N * to->H * to->W;
         prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
         if (op->group < 0) {
-            (op->pooled_input ? conv_pooled_forward : conv_forward)(y, activations(m, op->in, N),
-                P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
+            (op->pooled_input ? conv_pooled_forward : conv_forward)(op->pooled_output ? m->pool_buf : y,
+                activations(m, op->in, N), P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
         } else if (op->group == i) {          /* the whole group; the others' outputs wait */
             float *outs[MAX_GROUP];
             int couts[MAX_GROUP], members = group_members(m, i, N, outs, couts);
@@ -567,6 +579,11 @@ static void forward_ops(Model *m, int N, int train, int groups) {
                                   op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
         }
         prof_pop();
+        if (op->pooled_output) {
+            prof_push(PROF_POOL);
+            avgpool_forward(y, m->pool_buf, to->C * N, to->H, to->W, 3, 1, 1);
+            prof_pop();
+        }
         prof_push(PROF_BN_RELU);
         if (train) {
             size_t bn_base = (bn->offset / 2) * groups;
@@ -597,13 +614,20 @@ static void backward_ops(Model *m, int N, int groups) {
                              P(m, op->beta), m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
+            if (op->pooled_output) {          /* d(conv output), there until the conv's backward */
+                prof_push(PROF_POOL);
+                zero_floats(m->pool_buf, (size_t)to->C * N * to->H * to->W);
+                avgpool_backward(m->pool_buf, xhat, to->C * N, to->H, to->W, 3, 1, 1);
+                prof_pop();
+            }
             if (op->group >= 0 && op->group != i) continue;   /* with the group's first op */
             if (ti->pooled_by >= 0) pool_forward(m, &m->ops[ti->pooled_by], N);  /* pool again */
             const float *in = activations(m, op->in, N);
             prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             if (op->group < 0) {
-                (op->pooled_input ? conv_pooled_backward : conv_backward)(din, G(m, op->weight), xhat,
-                    in, P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
+                (op->pooled_input ? conv_pooled_backward : conv_backward)(din, G(m, op->weight),
+                    op->pooled_output ? m->pool_buf : xhat, in, P(m, op->weight), &op->cs, N, ti->H,
+                    ti->W, m->scratch);
             } else {              /* the last of its group backward visits: all their dy are ready */
                 float *douts[MAX_GROUP];
                 int couts[MAX_GROUP], members = group_members(m, i, N, douts, couts);

@@ -55,6 +55,7 @@ typedef struct {
     int group;                /* 1x1 convs of one input run as one GEMM: the group's first
                                  op, whose weights lead theirs in memory; -1: alone */
     int pooled_input;         /* convs: of avgpool 3x3 s1 p1 of `in` (conv_pooled_*) */
+    int pooled_output;        /* 1x1 convs: avgpool 3x3 s1 p1 of the conv, then BN */
 } Op;
 
 typedef struct {
@@ -66,7 +67,8 @@ typedef struct {
     int input, features, aux_input;          /* tensor ids */
     int linear_w, linear_b, aux_w, aux_b;    /* param ids of the classifiers */
     size_t nparam_floats, nbuffer_floats, act_per_image, grad_per_image;
-    size_t pool_per_image;    /* largest pool output recomputed in backward */
+    size_t pool_per_image;    /* pool_buf: the largest pool output recomputed in backward,
+                                 or conv output pooled after (pooled_output) */
     size_t slot_per_image[2]; /* activations made when read: of roots read thrice or more
                                  (block inputs), of the rest */
     int affine_channels;
