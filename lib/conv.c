@@ -169,11 +169,7 @@ static void pad_image(float *xp, const float *in, int64_t stride, const ConvShap
     for (int ci = 0; ci < cs->cin; ci++) {
         float *plane = xp + (int64_t)ci * Hp * Wp;
         const float *src = in + ci * stride;
-        if (pool) {
-            memset(pool, 0, (size_t)H * W * sizeof *pool);
-            box3_plane(pool, src, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
-            src = pool;
-        }
+        if (pool) src = avgpool3_plane(pool, src, H, W);
         memset(plane, 0, (size_t)cs->ph * Wp * sizeof *plane);
         for (int y = 0; y < H; y++) {
             float *row = plane + (int64_t)(y + cs->ph) * Wp;

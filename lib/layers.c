@@ -221,6 +221,12 @@ void box3_plane(float *dst, const float *src, int H, int W, float scale, float *
     }
 }
 
+const float *avgpool3_plane(float *pool, const float *src, int H, int W) {
+    memset(pool, 0, (size_t)H * W * sizeof *pool);
+    box3_plane(pool, src, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
+    return pool;
+}
+
 /* box3_plane over `planes` planes of H x W. */
 static void box3_accumulate(float *out, const float *in, int planes, int H, int W, float scale) {
     #pragma omp parallel

@@ -92,6 +92,9 @@ void avgpool_forward(float *out, const float *in, int planes, int H, int W, int 
 /* dst [H, W] += (3x3 sums of src [H, W], zero outside) * scale: one plane of
  * avgpool 3 s1 p1, or of its backward (the box is symmetric); rows: H*W floats. */
 void box3_plane(float *dst, const float *src, int H, int W, float scale, float *rows);
+/* pool [H, W] = avgpool 3x3 s1 p1 of src [H, W]; pool is followed by H*W
+ * floats of scratch. Returns pool. */
+const float *avgpool3_plane(float *pool, const float *src, int H, int W);
 void avgpool_backward(float *din, const float *dout, int planes, int H, int W, int k, int s, int p);
 
 /* Global average pool: out [C, N] = mean over HW of in [C, N, HW]. */

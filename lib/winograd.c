@@ -212,11 +212,7 @@ static void transform_kernel_backward(float *dweight, const float *du, const Con
  * its avgpool 3x3 s1 p1 when pool (2*H*W floats) is given. */
 static void pad_plane(float *pp, const float *plane, const ConvShape *cs, const Tiling *t, int H,
                       int W, float *pool) {
-    if (pool) {
-        memset(pool, 0, (size_t)H * W * sizeof *pool);
-        box3_plane(pool, plane, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
-        plane = pool;
-    }
+    if (pool) plane = avgpool3_plane(pool, plane, H, W);
     int right = t->Wp - cs->pw - W;             /* zero only the border */
     memset(pp, 0, (size_t)cs->ph * t->Wp * sizeof *pp);
     for (int y = 0; y < H; y++) {
