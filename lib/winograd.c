@@ -1,5 +1,5 @@
 /* winograd.c - stride-1 convolutions by Winograd's minimal filtering: 3x3
- * by F(2x2, 3x3), and 1xr / rx1 (r = 3, 7) by F(2, r) along their axis.
+ * by F(2x2, 3x3), 1x7 / 7x1 by F(4, 7) and 1x3 / 3x1 by F(2, 3) along their axis.
  *
  * Each 2x2 block ("tile") of a 3x3 convolution's output comes from the 4x4
  * patch of the padded input at twice its position: Y = A' [(G g G') . (B' d B)] A,
@@ -10,15 +10,16 @@
  * transforms are small integers and halves, so the rounding stays that of a
  * reordered sum.
  *
- * Along one axis the same in 1-D: a tile is 2 outputs of one row or column,
- * r + 1 points (Toom-Cook over 0, +-1, +-2, +-1/2 and infinity), (r + 1)/2
- * multiply-adds per output where the direct way spends r: 1.75x fewer for 7
- * taps, and no im2col.
+ * Along one axis the same in 1-D: a tile is m outputs of one row or column,
+ * m + r - 1 points (Toom-Cook over 0, +-1, +-2, +-1/2, 4, -1/4 and infinity),
+ * (m + r - 1)/m multiply-adds per output where the direct way spends r: 2.8x
+ * fewer for 7 taps (m = 4), 1.5x for 3 (m = 2), and no im2col.
  *
  * Backward differentiates these very steps (so it is the exact gradient of
  * the forward): dM = A dY A' per tile, dU_xi = dM_xi V_xi' and
  * dV_xi = U_xi' dM_xi as GEMMs, then dg = G' dU G and dd = B dV B' added
- * into d(input) where the patches overlap. V is made again, not kept.
+ * into d(input) where the patches overlap. V is made again, not kept. The
+ * kernels' transforms, the same linear map for every kernel, are GEMMs too.
  *
  * Tiles go in chunks of whole images through scratch. 3x3 transforms run on
  * threads by (channel, image) plane; 1-D ones by channel over the chunk's
@@ -35,25 +36,28 @@
 static int omp_get_thread_num(void) { return 0; }
 #endif
 
-enum { ALPHA_MAX = 8, TAPS_MAX = 7 };
+enum { ALPHA_MAX = 10, TAPS_MAX = 7, OUTPUTS_MAX = 4 };
 
 /* Floats of V and M (or dM) per chunk: 16 MB ran best of 4 to 64 MB (make bench). */
 #define CHUNK_TARGET ((size_t)1 << 22)
 
-/* F(2, r) along one axis: V = B' d, U = G g, Y = A' (U . V) per tile. */
+/* F(m, r) along one axis: V = B' d, U = G g, Y = A' (U . V) per tile. */
 typedef struct {
-    int taps, along_h;             /* r; along H (r x 1) or along W (1 x r) */
-    float bt[ALPHA_MAX][ALPHA_MAX], g[ALPHA_MAX][TAPS_MAX], at[2][ALPHA_MAX];
+    int taps, outputs, along_h;    /* r; m; along H (r x 1) or along W (1 x r) */
+    float bt[ALPHA_MAX][ALPHA_MAX], g[ALPHA_MAX][TAPS_MAX], at[OUTPUTS_MAX][ALPHA_MAX];
 } Line;
 
 typedef struct {
-    int points;            /* of the transform domain: 16, or r + 1 along a line */
+    int points;            /* of the transform domain: 16, or m + r - 1 along a line */
     int th, tw;            /* tiles per image: 3x3, th x tw tiles of 2x2 outputs;
-                              along a line, th tiles of 2 outputs on each of tw lines */
+                              along a line, th tiles of m outputs on each of tw lines */
     int Hp, Wp;            /* 3x3: the padded plane of an image covering every patch;
                               along a line Hp is the padded length of a line */
     int Ho, Wo;
     Line line;             /* along a line only */
+    int taps;              /* of the kernel: 9, or r */
+    float kernel_g[16 * 9];   /* [points][taps]: U = kernel_g g of each kernel g, as a vector
+                                 (3x3: G (x) G, G g G' row by row; along a line: G) */
 } Tiling;
 
 /* x^l coefficients of prod over k < n, k != skip of (x - a[k]) */
@@ -68,12 +72,16 @@ static void poly_from_roots(double *coef, const double *a, int n, int skip) {
     }
 }
 
-/* Toom-Cook F(2, r) over points a (r of them) and infinity. */
+/* Toom-Cook F(m, r) over points a (m + r - 2 of them) and infinity. 7 taps
+ * take 4 outputs a tile (10 points for 4 outputs where F(2, 7) spends 16):
+ * with 4 and -1/4 as the last two points its rounding stays within 1e-5 of
+ * the largest output (of 0, +-3, +-1/3, +-4, +-1/4, +-3/2, +-2/3 the best). */
 static void make_line(Line *f, int taps, int along_h) {
-    static const double points[] = { 0, 1, -1, 2, -2, 0.5, -0.5 };
-    int alpha = taps + 1, finite = alpha - 1;
+    static const double points[] = { 0, 1, -1, 2, -2, 0.5, -0.5, 4, -0.25 };
+    int outputs = taps == 7 ? 4 : 2, alpha = outputs + taps - 1, finite = alpha - 1;
     memset(f, 0, sizeof *f);
     f->taps = taps;
+    f->outputs = outputs;
     f->along_h = along_h;
     for (int j = 0; j < finite; j++) {
         double a = points[j], fj = 1, coef[ALPHA_MAX] = { 0 };
@@ -82,14 +90,14 @@ static void make_line(Line *f, int taps, int along_h) {
         for (int k = 0; k < taps; k++, power *= a) f->g[j][k] = (float)(power / fj);
         poly_from_roots(coef, points, finite, j);
         for (int l = 0; l < alpha; l++) f->bt[j][l] = (float)coef[l];
-        f->at[0][j] = 1;
-        f->at[1][j] = (float)a;
+        power = 1;
+        for (int i = 0; i < outputs; i++, power *= a) f->at[i][j] = (float)power;
     }
     double coef[ALPHA_MAX + 1] = { 0 };
     poly_from_roots(coef, points, finite, -1);
     for (int l = 0; l < alpha; l++) f->bt[finite][l] = (float)coef[l];
     f->g[finite][taps - 1] = 1;
-    f->at[1][finite] = 1;
+    f->at[outputs - 1][finite] = 1;
 }
 
 static int is_line(const ConvShape *cs) {
@@ -102,20 +110,30 @@ static Tiling tiling(const ConvShape *cs, int H, int W) {
     t.Ho = conv_out(H, cs->kh, 1, cs->ph);
     t.Wo = conv_out(W, cs->kw, 1, cs->pw);
     if (cs->kh == 3 && cs->kw == 3) {
+        static const float G[4][3] = { { 1, 0, 0 }, { 0.5f, 0.5f, 0.5f }, { 0.5f, -0.5f, 0.5f }, { 0, 0, 1 } };
         t.points = 16;
         t.th = (t.Ho + 1) / 2;
         t.tw = (t.Wo + 1) / 2;
         t.Hp = 2 * t.th + 2;
         t.Wp = 2 * t.tw + 2;
+        t.taps = 9;
+        for (int i = 0; i < 4; i++)           /* (G g G')[i][j] = sum over a, b of G[i][a] g[a][b] G[j][b] */
+            for (int j = 0; j < 4; j++)
+                for (int a = 0; a < 3; a++)
+                    for (int b = 0; b < 3; b++) t.kernel_g[(4 * i + j) * 9 + 3 * a + b] = G[i][a] * G[j][b];
         return t;
     }
     int along_h = cs->kw == 1, taps = along_h ? cs->kh : cs->kw;
     make_line(&t.line, taps, along_h);
-    t.points = taps + 1;
-    t.th = ((along_h ? t.Ho : t.Wo) + 1) / 2;
+    int m = t.line.outputs;
+    t.points = m + taps - 1;
+    t.th = ((along_h ? t.Ho : t.Wo) + m - 1) / m;
     t.tw = along_h ? W : H;
-    t.Hp = 2 * (t.th - 1) + t.points;
+    t.Hp = m * (t.th - 1) + t.points;
     t.Wp = 0;
+    t.taps = taps;
+    for (int j = 0; j < t.points; j++)
+        for (int k = 0; k < taps; k++) t.kernel_g[j * taps + k] = t.line.g[j][k];
     return t;
 }
 
@@ -162,51 +180,22 @@ size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W) {
            (size_t)max_threads() * thread_floats(cs, &t, N, H, W);
 }
 
+/* U [points][cout][cin] = kernel_g [points, taps] weight' (weight: [cout*cin, taps]),
+ * a GEMM as every kernel takes the same linear map. */
+static void transform_kernel(float *u, const float *weight, const ConvShape *cs, const Tiling *t) {
+    int plane = cs->cout * cs->cin;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->points, plane, t->taps, 1.0f, t->kernel_g,
+                t->taps, weight, t->taps, 0.0f, u, plane);
+}
+
+/* dweight [cout*cin, taps] += dU' kernel_g */
+static void transform_kernel_backward(float *dweight, const float *du, const ConvShape *cs, const Tiling *t) {
+    int plane = cs->cout * cs->cin;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, plane, t->taps, t->points, 1.0f, du, plane,
+                t->kernel_g, t->taps, 1.0f, dweight, t->taps);
+}
+
 /* ---- 3x3: F(2x2, 3x3), image by image ---- */
-
-/* U [16][cout][cin] = G g G' of weight [cout, cin, 3, 3] */
-static void transform_kernel(float *u, const float *weight, const ConvShape *cs) {
-    int64_t plane = (int64_t)cs->cout * cs->cin;
-    #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < plane; k++) {
-        const float *g = weight + k * 9;
-        float r[4][3];                            /* G g: rows of the 4x3 */
-        for (int b = 0; b < 3; b++) {
-            r[0][b] = g[b];
-            r[1][b] = 0.5f * (g[b] + g[3 + b] + g[6 + b]);
-            r[2][b] = 0.5f * (g[b] - g[3 + b] + g[6 + b]);
-            r[3][b] = g[6 + b];
-        }
-        for (int i = 0; i < 4; i++) {
-            u[(4 * i + 0) * plane + k] = r[i][0];
-            u[(4 * i + 1) * plane + k] = 0.5f * (r[i][0] + r[i][1] + r[i][2]);
-            u[(4 * i + 2) * plane + k] = 0.5f * (r[i][0] - r[i][1] + r[i][2]);
-            u[(4 * i + 3) * plane + k] = r[i][2];
-        }
-    }
-}
-
-/* dweight [cout, cin, 3, 3] += G' dU G of du [16][cout][cin] */
-static void transform_kernel_backward(float *dweight, const float *du, const ConvShape *cs) {
-    int64_t plane = (int64_t)cs->cout * cs->cin;
-    #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < plane; k++) {
-        float r[4][3];                            /* dU G: rows of the 4x3 */
-        for (int i = 0; i < 4; i++) {
-            float d0 = du[(4 * i) * plane + k], d1 = du[(4 * i + 1) * plane + k];
-            float d2 = du[(4 * i + 2) * plane + k], d3 = du[(4 * i + 3) * plane + k];
-            r[i][0] = d0 + 0.5f * (d1 + d2);
-            r[i][1] = 0.5f * (d1 - d2);
-            r[i][2] = 0.5f * (d1 + d2) + d3;
-        }
-        float *g = dweight + k * 9;
-        for (int b = 0; b < 3; b++) {
-            g[b] += r[0][b] + 0.5f * (r[1][b] + r[2][b]);
-            g[3 + b] += 0.5f * (r[1][b] - r[2][b]);
-            g[6 + b] += 0.5f * (r[1][b] + r[2][b]) + r[3][b];
-        }
-    }
-}
 
 /* The padded plane of one input channel of one image (plane [H, W]), or of
  * its avgpool 3x3 s1 p1 when pool (2*H*W floats) is given. */
@@ -323,30 +312,6 @@ static void transform_output_backward(float *dm, int64_t xi_stride, const float 
 
 /* ---- along a line: F(2, r), a channel's chunk of images at once ---- */
 
-/* U [r+1][cout][cin] = G g of weight [cout, cin, r] */
-static void line_kernel(float *u, const float *weight, const ConvShape *cs, const Line *f) {
-    int64_t plane = (int64_t)cs->cout * cs->cin;
-    #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < plane; k++)
-        for (int j = 0; j <= f->taps; j++) {
-            float sum = 0;
-            for (int i = 0; i < f->taps; i++) sum += f->g[j][i] * weight[k * f->taps + i];
-            u[j * plane + k] = sum;
-        }
-}
-
-/* dweight [cout, cin, r] += G' dU */
-static void line_kernel_backward(float *dweight, const float *du, const ConvShape *cs, const Line *f) {
-    int64_t plane = (int64_t)cs->cout * cs->cin;
-    #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < plane; k++)
-        for (int i = 0; i < f->taps; i++) {
-            float sum = 0;
-            for (int j = 0; j <= f->taps; j++) sum += f->g[j][i] * du[j * plane + k];
-            dweight[k * f->taps + i] += sum;
-        }
-}
-
 /* A channel's chunk as lines: position p along the axis (padded) of line x
  * of image n at p*L + n*lines + x, L = nc*lines; a tile's index is then
  * ty*L + n*lines + x. Image n's plane of that channel: in + n*image. */
@@ -385,7 +350,7 @@ static void line_scatter_add(float *in, int64_t image, const float *lines, const
     }
 }
 
-/* v: V [r+1][cin][T] at this channel = B' d of every tile's patch */
+/* v: V [m+r-1][cin][T] at this channel = B' d of every tile's patch */
 static void line_input(float *v, int64_t xi_stride, const float *lines, const Tiling *t, int64_t L) {
     const Line *f = &t->line;
     for (int ty = 0; ty < t->th; ty++)
@@ -393,7 +358,7 @@ static void line_input(float *v, int64_t xi_stride, const float *lines, const Ti
             float *o = v + j * xi_stride + ty * L;
             int first = 1;
             for (int l = 0; l < t->points; l++) {
-                const float *row = lines + (2 * ty + l) * L, c = f->bt[j][l];
+                const float *row = lines + (f->outputs * ty + l) * L, c = f->bt[j][l];
                 if (c == 0.0f) continue;
                 if (first)
                     for (int64_t x = 0; x < L; x++) o[x] = c * row[x];
@@ -410,7 +375,7 @@ static void line_input_backward(float *lines, const float *dv, int64_t xi_stride
     memset(lines, 0, t->Hp * L * sizeof *lines);
     for (int ty = 0; ty < t->th; ty++)
         for (int l = 0; l < t->points; l++) {
-            float *row = lines + (2 * ty + l) * L;
+            float *row = lines + (f->outputs * ty + l) * L;
             for (int j = 0; j < t->points; j++) {
                 const float *d = dv + j * xi_stride + ty * L, c = f->bt[j][l];
                 if (c != 0.0f)
@@ -426,13 +391,13 @@ static int64_t line_output_at(const Tiling *t, int q, int x) {
 }
 
 /* The channel's output planes (`image` floats apart) = A' M of every tile;
- * rows: 2*L floats. */
+ * rows: m*L floats. */
 static void line_output(float *out, int64_t image, const float *m, int64_t xi_stride,
                         const Tiling *t, int nc, float *rows) {
     const Line *f = &t->line;
     int64_t L = (int64_t)nc * t->tw;
     for (int ty = 0; ty < t->th; ty++) {
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < f->outputs; i++) {
             float *y = rows + i * L;
             for (int64_t x = 0; x < L; x++) y[x] = 0.0f;
             for (int j = 0; j < t->points; j++) {
@@ -441,31 +406,36 @@ static void line_output(float *out, int64_t image, const float *m, int64_t xi_st
                     for (int64_t x = 0; x < L; x++) y[x] += c * src[x];
             }
         }
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < f->outputs; i++)
             for (int n = 0; n < nc; n++)
                 for (int x = 0; x < t->tw; x++) {
-                    int64_t at = line_output_at(t, 2 * ty + i, x);
+                    int64_t at = line_output_at(t, f->outputs * ty + i, x);
                     if (at >= 0) out[n * image + at] = rows[i * L + n * t->tw + x];
                 }
     }
 }
 
-/* dm: dM [r+1][cout][T] at this channel = A dY of every tile of the channel's
- * d(output) planes; rows: 2*L floats. */
+/* dm: dM [points][cout][T] at this channel = A dY of every tile of the
+ * channel's d(output) planes; rows: m*L floats. */
 static void line_output_backward(float *dm, int64_t xi_stride, const float *dout, int64_t image,
                                  const Tiling *t, int nc, float *rows) {
     const Line *f = &t->line;
     int64_t L = (int64_t)nc * t->tw;
     for (int ty = 0; ty < t->th; ty++) {
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < f->outputs; i++)
             for (int n = 0; n < nc; n++)
                 for (int x = 0; x < t->tw; x++) {
-                    int64_t at = line_output_at(t, 2 * ty + i, x);
+                    int64_t at = line_output_at(t, f->outputs * ty + i, x);
                     rows[i * L + n * t->tw + x] = at >= 0 ? dout[n * image + at] : 0.0f;
                 }
         for (int j = 0; j < t->points; j++) {
-            float *o = dm + j * xi_stride + ty * L, c0 = f->at[0][j], c1 = f->at[1][j];
-            for (int64_t x = 0; x < L; x++) o[x] = c0 * rows[x] + c1 * rows[L + x];
+            float *o = dm + j * xi_stride + ty * L;
+            for (int64_t x = 0; x < L; x++) o[x] = 0.0f;
+            for (int i = 0; i < f->outputs; i++) {
+                const float *y = rows + i * L, c = f->at[i][j];
+                if (c != 0.0f)
+                    for (int64_t x = 0; x < L; x++) o[x] += c * y[x];
+            }
         }
     }
 }
@@ -613,8 +583,7 @@ void winograd_forward(float *out, const float *in, const float *weight, const Co
     Scratch s = carve(scratch, cs, &t, N, 0);
     int step = chunk_images(cs, &t, N);
     int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;
-    if (is_square(&t)) transform_kernel(s.u, weight, cs);
-    else line_kernel(s.u, weight, cs, &t.line);
+    transform_kernel(s.u, weight, cs, &t);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
         int64_t T = tiles * nc;
@@ -632,8 +601,7 @@ void winograd_backward(float *din, float *dweight, const float *dout, const floa
     Scratch s = carve(scratch, cs, &t, N, 1);
     int step = chunk_images(cs, &t, N);
     int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;
-    if (din && is_square(&t)) transform_kernel(s.u, weight, cs);
-    else if (din) line_kernel(s.u, weight, cs, &t.line);
+    if (din) transform_kernel(s.u, weight, cs, &t);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
         int64_t T = tiles * nc;
@@ -647,6 +615,5 @@ void winograd_backward(float *din, float *dweight, const float *dout, const floa
         gemms(t.points, cs->cin, T, cs->cout, 1, 0, s.u, kernel, s.m, cs->cout * T, 0.0f, s.v, cs->cin * T);
         din_chunk(din, s.v, cs, &t, N, H, W, n0, nc, s.threads, pooled);
     }
-    if (is_square(&t)) transform_kernel_backward(dweight, s.du, cs);
-    else line_kernel_backward(dweight, s.du, cs, &t.line);
+    transform_kernel_backward(dweight, s.du, cs, &t);
 }
