@@ -350,23 +350,38 @@ static void line_scatter_add(float *in, int64_t image, const float *lines, const
     }
 }
 
+/* o[x] (+)= sum over l < n of coef[l * coef_stride] src[l * stride + x], x < L:
+ * each o[x] made in a register over all n terms, so o is written once. n is a
+ * constant where the switch in combine() inlines this. */
+static inline __attribute__((always_inline)) void combine_n(float *restrict o, const float *restrict src,
+        int64_t stride, const float *coef, int coef_stride, const int n, int64_t L, const int add) {
+    float c[ALPHA_MAX];
+    for (int l = 0; l < n; l++) c[l] = coef[l * coef_stride];
+    for (int64_t x = 0; x < L; x++) {
+        float sum = add ? o[x] : 0.0f;
+        for (int l = 0; l < n; l++) sum += c[l] * src[l * stride + x];
+        o[x] = sum;
+    }
+}
+
+static void combine(float *o, const float *src, int64_t stride, const float *coef, int coef_stride,
+                    int n, int64_t L, int add) {
+    switch (2 * n + add) {
+    case 2 * 2: combine_n(o, src, stride, coef, coef_stride, 2, L, 0); break;
+    case 2 * 4: combine_n(o, src, stride, coef, coef_stride, 4, L, 0); break;
+    case 2 * 4 + 1: combine_n(o, src, stride, coef, coef_stride, 4, L, 1); break;
+    case 2 * 10: combine_n(o, src, stride, coef, coef_stride, 10, L, 0); break;
+    case 2 * 10 + 1: combine_n(o, src, stride, coef, coef_stride, 10, L, 1); break;
+    default: combine_n(o, src, stride, coef, coef_stride, n, L, add);
+    }
+}
+
 /* v: V [m+r-1][cin][T] at this channel = B' d of every tile's patch */
 static void line_input(float *v, int64_t xi_stride, const float *lines, const Tiling *t, int64_t L) {
     const Line *f = &t->line;
     for (int ty = 0; ty < t->th; ty++)
-        for (int j = 0; j < t->points; j++) {
-            float *o = v + j * xi_stride + ty * L;
-            int first = 1;
-            for (int l = 0; l < t->points; l++) {
-                const float *row = lines + (f->outputs * ty + l) * L, c = f->bt[j][l];
-                if (c == 0.0f) continue;
-                if (first)
-                    for (int64_t x = 0; x < L; x++) o[x] = c * row[x];
-                else
-                    for (int64_t x = 0; x < L; x++) o[x] += c * row[x];
-                first = 0;
-            }
-        }
+        for (int j = 0; j < t->points; j++)
+            combine(v + j * xi_stride + ty * L, lines + f->outputs * ty * L, L, f->bt[j], 1, t->points, L, 0);
 }
 
 /* lines = B dV of every tile, summed where patches overlap */
@@ -374,14 +389,9 @@ static void line_input_backward(float *lines, const float *dv, int64_t xi_stride
     const Line *f = &t->line;
     memset(lines, 0, t->Hp * L * sizeof *lines);
     for (int ty = 0; ty < t->th; ty++)
-        for (int l = 0; l < t->points; l++) {
-            float *row = lines + (f->outputs * ty + l) * L;
-            for (int j = 0; j < t->points; j++) {
-                const float *d = dv + j * xi_stride + ty * L, c = f->bt[j][l];
-                if (c != 0.0f)
-                    for (int64_t x = 0; x < L; x++) row[x] += c * d[x];
-            }
-        }
+        for (int l = 0; l < t->points; l++)
+            combine(lines + (f->outputs * ty + l) * L, dv + ty * L, xi_stride, &f->bt[0][l], ALPHA_MAX,
+                    t->points, L, 1);
 }
 
 /* Where output q along the axis of line x of image n goes in its plane; -1 past the end. */
@@ -397,15 +407,8 @@ static void line_output(float *out, int64_t image, const float *m, int64_t xi_st
     const Line *f = &t->line;
     int64_t L = (int64_t)nc * t->tw;
     for (int ty = 0; ty < t->th; ty++) {
-        for (int i = 0; i < f->outputs; i++) {
-            float *y = rows + i * L;
-            for (int64_t x = 0; x < L; x++) y[x] = 0.0f;
-            for (int j = 0; j < t->points; j++) {
-                const float *src = m + j * xi_stride + ty * L, c = f->at[i][j];
-                if (c != 0.0f)
-                    for (int64_t x = 0; x < L; x++) y[x] += c * src[x];
-            }
-        }
+        for (int i = 0; i < f->outputs; i++)
+            combine(rows + i * L, m + ty * L, xi_stride, f->at[i], 1, t->points, L, 0);
         for (int i = 0; i < f->outputs; i++)
             for (int n = 0; n < nc; n++)
                 for (int x = 0; x < t->tw; x++) {
@@ -428,15 +431,8 @@ static void line_output_backward(float *dm, int64_t xi_stride, const float *dout
                     int64_t at = line_output_at(t, f->outputs * ty + i, x);
                     rows[i * L + n * t->tw + x] = at >= 0 ? dout[n * image + at] : 0.0f;
                 }
-        for (int j = 0; j < t->points; j++) {
-            float *o = dm + j * xi_stride + ty * L;
-            for (int64_t x = 0; x < L; x++) o[x] = 0.0f;
-            for (int i = 0; i < f->outputs; i++) {
-                const float *y = rows + i * L, c = f->at[i][j];
-                if (c != 0.0f)
-                    for (int64_t x = 0; x < L; x++) o[x] += c * y[x];
-            }
-        }
+        for (int j = 0; j < t->points; j++)
+            combine(dm + j * xi_stride + ty * L, rows, L, &f->at[0][j], ALPHA_MAX, f->outputs, L, 0);
     }
 }
 
