@@ -1,5 +1,6 @@
 /* winograd.c - stride-1 convolutions by Winograd's minimal filtering: 3x3
- * by F(2x2, 3x3), 1x7 / 7x1 by F(4, 7) and 1x3 / 3x1 by F(2, 3) along their axis.
+ * by F(2x2, 3x3), 1x7 / 7x1 by F(4, 7) and 1x3 / 3x1 by F(2, 3) along their
+ * axis, 5x5 by F(4, 5) down its columns, shifted across.
  *
  * Each 2x2 block ("tile") of a 3x3 convolution's output comes from the 4x4
  * patch of the padded input at twice its position: Y = A' [(G g G') . (B' d B)] A,
@@ -13,7 +14,12 @@
  * Along one axis the same in 1-D: a tile is m outputs of one row or column,
  * m + r - 1 points (Toom-Cook over 0, +-1, +-2, +-1/2, 4, -1/4 and infinity),
  * (m + r - 1)/m multiply-adds per output where the direct way spends r: 2.8x
- * fewer for 7 taps (m = 4), 1.5x for 3 (m = 2), and no im2col.
+ * fewer for 7 taps (m = 4), 1.5x for 3 (m = 2), and no im2col. A 5x5 kernel
+ * is five 5x1 kernels, one per column offset sh: with the lines padded
+ * across as well, the 5x1 outputs of offset sh are those of offset 0 read sh
+ * columns on, so each point's GEMM sums five GEMMs over shifted views of one
+ * V (10 multiply-adds per output for 25; the last 4 columns of each image's
+ * lines are computed and dropped).
  *
  * Backward differentiates these very steps (so it is the exact gradient of
  * the forward): dM = A dY A' per tile, dU_xi = dM_xi V_xi' and
@@ -36,7 +42,7 @@
 static int omp_get_thread_num(void) { return 0; }
 #endif
 
-enum { ALPHA_MAX = 10, TAPS_MAX = 7, OUTPUTS_MAX = 4 };
+enum { ALPHA_MAX = 10, TAPS_MAX = 7, OUTPUTS_MAX = 4, KERNEL_ROWS_MAX = 40, KERNEL_TAPS_MAX = 25 };
 
 /* Floats of V and M (or dM) per chunk: 16 MB ran best of 4 to 64 MB (make bench). */
 #define CHUNK_TARGET ((size_t)1 << 22)
@@ -49,15 +55,18 @@ typedef struct {
 
 typedef struct {
     int points;            /* of the transform domain: 16, or m + r - 1 along a line */
+    int shifts;            /* 5x5: 5 (lines shifted across); else 1 */
     int th, tw;            /* tiles per image: 3x3, th x tw tiles of 2x2 outputs;
-                              along a line, th tiles of m outputs on each of tw lines */
+                              along a line, th tiles of m outputs on each of tw lines
+                              (5x5: the columns of the plane padded across) */
     int Hp, Wp;            /* 3x3: the padded plane of an image covering every patch;
                               along a line Hp is the padded length of a line */
     int Ho, Wo;
     Line line;             /* along a line only */
-    int taps;              /* of the kernel: 9, or r */
-    float kernel_g[16 * 9];   /* [points][taps]: U = kernel_g g of each kernel g, as a vector
-                                 (3x3: G (x) G, G g G' row by row; along a line: G) */
+    int taps;              /* of the kernel: kh * kw */
+    float kernel_g[KERNEL_ROWS_MAX * KERNEL_TAPS_MAX];
+                           /* [points * shifts][taps]: U = kernel_g g of each kernel g as a
+                              vector (3x3: G (x) G, G g G' row by row; along a line: G) */
 } Tiling;
 
 /* x^l coefficients of prod over k < n, k != skip of (x - a[k]) */
@@ -78,7 +87,7 @@ static void poly_from_roots(double *coef, const double *a, int n, int skip) {
  * the largest output (of 0, +-3, +-1/3, +-4, +-1/4, +-3/2, +-2/3 the best). */
 static void make_line(Line *f, int taps, int along_h) {
     static const double points[] = { 0, 1, -1, 2, -2, 0.5, -0.5, 4, -0.25 };
-    int outputs = taps == 7 ? 4 : 2, alpha = outputs + taps - 1, finite = alpha - 1;
+    int outputs = taps >= 5 ? 4 : 2, alpha = outputs + taps - 1, finite = alpha - 1;
     memset(f, 0, sizeof *f);
     f->taps = taps;
     f->outputs = outputs;
@@ -102,7 +111,8 @@ static void make_line(Line *f, int taps, int along_h) {
 
 static int is_line(const ConvShape *cs) {
     return (cs->kh == 1 && cs->ph == 0 && (cs->kw == 3 || cs->kw == 7) && cs->pw < cs->kw) ||
-           (cs->kw == 1 && cs->pw == 0 && (cs->kh == 3 || cs->kh == 7) && cs->ph < cs->kh);
+           (cs->kw == 1 && cs->pw == 0 && (cs->kh == 3 || cs->kh == 7) && cs->ph < cs->kh) ||
+           (cs->kh == 5 && cs->kw == 5 && cs->ph < 5 && cs->pw < 5);
 }
 
 static Tiling tiling(const ConvShape *cs, int H, int W) {
@@ -112,6 +122,7 @@ static Tiling tiling(const ConvShape *cs, int H, int W) {
     if (cs->kh == 3 && cs->kw == 3) {
         static const float G[4][3] = { { 1, 0, 0 }, { 0.5f, 0.5f, 0.5f }, { 0.5f, -0.5f, 0.5f }, { 0, 0, 1 } };
         t.points = 16;
+        t.shifts = 1;
         t.th = (t.Ho + 1) / 2;
         t.tw = (t.Wo + 1) / 2;
         t.Hp = 2 * t.th + 2;
@@ -123,17 +134,20 @@ static Tiling tiling(const ConvShape *cs, int H, int W) {
                     for (int b = 0; b < 3; b++) t.kernel_g[(4 * i + j) * 9 + 3 * a + b] = G[i][a] * G[j][b];
         return t;
     }
-    int along_h = cs->kw == 1, taps = along_h ? cs->kh : cs->kw;
+    int along_h = cs->kh > 1, taps = along_h ? cs->kh : cs->kw;
     make_line(&t.line, taps, along_h);
     int m = t.line.outputs;
     t.points = m + taps - 1;
+    t.shifts = along_h ? cs->kw : 1;
     t.th = ((along_h ? t.Ho : t.Wo) + m - 1) / m;
-    t.tw = along_h ? W : H;
+    t.tw = along_h ? W + 2 * cs->pw : H;
     t.Hp = m * (t.th - 1) + t.points;
     t.Wp = 0;
-    t.taps = taps;
-    for (int j = 0; j < t.points; j++)
-        for (int k = 0; k < taps; k++) t.kernel_g[j * taps + k] = t.line.g[j][k];
+    t.taps = cs->kh * cs->kw;
+    memset(t.kernel_g, 0, sizeof t.kernel_g);
+    for (int j = 0; j < t.points; j++)     /* tap k along the line, shifted s across */
+        for (int s = 0; s < t.shifts; s++)
+            for (int k = 0; k < taps; k++) t.kernel_g[(j * t.shifts + s) * t.taps + k * t.shifts + s] = t.line.g[j][k];
     return t;
 }
 
@@ -159,39 +173,49 @@ static size_t thread_floats(const ConvShape *cs, const Tiling *t, int N, int H, 
     return (size_t)(t->Hp + 2) * chunk_images(cs, t, N) * t->tw;
 }
 
+/* A row of V [points][cin][T + shifts - 1]: each ends in shifts - 1 zeros,
+ * which the GEMMs of shifted lines read past the last tile. */
+static int64_t v_row(const Tiling *t, int64_t T) { return T + t->shifts - 1; }
+
 /* Layout of scratch: U (or, backward, U then dU), V, M, the threads' buffers. */
 typedef struct { float *u, *du, *v, *m, *threads; } Scratch;
 
+/* Floats of scratch before the threads' buffers. */
+static size_t shared_floats(const ConvShape *cs, const Tiling *t, int N, int backward) {
+    size_t kernel = (size_t)t->points * t->shifts * cs->cout * cs->cin;
+    int64_t T = (int64_t)chunk_images(cs, t, N) * t->th * t->tw;
+    return (backward ? 2 : 1) * kernel + t->points * ((size_t)cs->cin * v_row(t, T) + (size_t)cs->cout * T);
+}
+
 static Scratch carve(float *scratch, const ConvShape *cs, const Tiling *t, int N, int backward) {
-    size_t kernel = (size_t)t->points * cs->cout * cs->cin, tiles = (size_t)chunk_images(cs, t, N) * t->th * t->tw;
+    size_t kernel = (size_t)t->points * t->shifts * cs->cout * cs->cin;
+    int64_t T = (int64_t)chunk_images(cs, t, N) * t->th * t->tw;
     Scratch s;
     s.u = scratch;
     s.du = backward ? s.u + kernel : NULL;
     s.v = s.u + (backward ? 2 : 1) * kernel;
-    s.m = s.v + t->points * (size_t)cs->cin * tiles;
-    s.threads = s.m + t->points * (size_t)cs->cout * tiles;
+    s.m = s.v + t->points * (size_t)cs->cin * v_row(t, T);
+    s.threads = scratch + shared_floats(cs, t, N, backward);
     return s;
 }
 
 size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W) {
     Tiling t = tiling(cs, H, W);
-    size_t tiles = (size_t)chunk_images(cs, &t, N) * t.th * t.tw;
-    return (size_t)t.points * cs->cout * cs->cin + t.points * (size_t)(cs->cin + cs->cout) * tiles +
-           (size_t)max_threads() * thread_floats(cs, &t, N, H, W);
+    return shared_floats(cs, &t, N, 0) + (size_t)max_threads() * thread_floats(cs, &t, N, H, W);
 }
 
-/* U [points][cout][cin] = kernel_g [points, taps] weight' (weight: [cout*cin, taps]),
- * a GEMM as every kernel takes the same linear map. */
+/* U [points][shifts][cout][cin] = kernel_g [points*shifts, taps] weight' (weight:
+ * [cout*cin, taps]), a GEMM as every kernel takes the same linear map. */
 static void transform_kernel(float *u, const float *weight, const ConvShape *cs, const Tiling *t) {
     int plane = cs->cout * cs->cin;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->points, plane, t->taps, 1.0f, t->kernel_g,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->points * t->shifts, plane, t->taps, 1.0f, t->kernel_g,
                 t->taps, weight, t->taps, 0.0f, u, plane);
 }
 
 /* dweight [cout*cin, taps] += dU' kernel_g */
 static void transform_kernel_backward(float *dweight, const float *du, const ConvShape *cs, const Tiling *t) {
     int plane = cs->cout * cs->cin;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, plane, t->taps, t->points, 1.0f, du, plane,
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, plane, t->taps, t->points * t->shifts, 1.0f, du, plane,
                 t->kernel_g, t->taps, 1.0f, dweight, t->taps);
 }
 
@@ -319,20 +343,27 @@ static int64_t line_index(const Tiling *t, int64_t L, int n, int p, int x) {
     return p * L + (int64_t)n * t->tw + x;
 }
 
-/* lines = the channel's images (planes `image` floats apart), zero-padded. */
+/* lines = the channel's images (planes `image` floats apart), zero-padded
+ * along the lines and, for shifted lines, across. */
 static void line_gather(float *lines, const float *in, int64_t image, const ConvShape *cs,
                         const Tiling *t, int nc, int H, int W) {
     int64_t L = (int64_t)nc * t->tw;
     int pad = t->line.along_h ? cs->ph : cs->pw, len = t->line.along_h ? H : W;
+    int across = t->line.along_h ? cs->pw : 0, right = t->tw - across - W;
     memset(lines, 0, pad * L * sizeof *lines);
     memset(lines + (pad + len) * L, 0, (t->Hp - pad - len) * L * sizeof *lines);
     for (int n = 0; n < nc; n++) {
         const float *plane = in + n * image;
-        for (int y = 0; y < H; y++)
-            if (t->line.along_h)
-                memcpy(lines + line_index(t, L, n, y + pad, 0), plane + (int64_t)y * W, W * sizeof *lines);
-            else
-                for (int x = 0; x < W; x++) lines[line_index(t, L, n, x + pad, y)] = plane[(int64_t)y * W + x];
+        if (t->line.along_h)
+            for (int y = 0; y < H; y++) {
+                float *row = lines + line_index(t, L, n, y + pad, 0);
+                memset(row, 0, across * sizeof *row);
+                memcpy(row + across, plane + (int64_t)y * W, W * sizeof *row);
+                memset(row + across + W, 0, right * sizeof *row);
+            }
+        else
+            for (int x = 0; x < W; x++)
+                for (int y = 0; y < H; y++) lines[line_index(t, L, n, x + pad, y)] = plane[(int64_t)y * W + x];
     }
 }
 
@@ -340,12 +371,12 @@ static void line_gather(float *lines, const float *in, int64_t image, const Conv
 static void line_scatter_add(float *in, int64_t image, const float *lines, const ConvShape *cs,
                              const Tiling *t, int nc, int H, int W) {
     int64_t L = (int64_t)nc * t->tw;
-    int pad = t->line.along_h ? cs->ph : cs->pw;
+    int pad = t->line.along_h ? cs->ph : cs->pw, across = t->line.along_h ? cs->pw : 0;
     for (int n = 0; n < nc; n++) {
         float *plane = in + n * image;
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++)
-                plane[(int64_t)y * W + x] += t->line.along_h ? lines[line_index(t, L, n, y + pad, x)]
+                plane[(int64_t)y * W + x] += t->line.along_h ? lines[line_index(t, L, n, y + pad, x + across)]
                                                              : lines[line_index(t, L, n, x + pad, y)];
     }
 }
@@ -376,12 +407,15 @@ static void combine(float *o, const float *src, int64_t stride, const float *coe
     }
 }
 
-/* v: V [m+r-1][cin][T] at this channel = B' d of every tile's patch */
+/* v: V [m+r-1][cin][T + shifts - 1] at this channel = B' d of every tile's
+ * patch, each row ending in its zeros */
 static void line_input(float *v, int64_t xi_stride, const float *lines, const Tiling *t, int64_t L) {
     const Line *f = &t->line;
     for (int ty = 0; ty < t->th; ty++)
         for (int j = 0; j < t->points; j++)
             combine(v + j * xi_stride + ty * L, lines + f->outputs * ty * L, L, f->bt[j], 1, t->points, L, 0);
+    for (int j = 0; j < t->points; j++)
+        memset(v + j * xi_stride + t->th * L, 0, (t->shifts - 1) * sizeof *v);
 }
 
 /* lines = B dV of every tile, summed where patches overlap */
@@ -394,9 +428,10 @@ static void line_input_backward(float *lines, const float *dv, int64_t xi_stride
                     t->points, L, 1);
 }
 
-/* Where output q along the axis of line x of image n goes in its plane; -1 past the end. */
+/* Where output q along the axis of line x of image n goes in its plane; -1
+ * past the end (of shifted lines, also the last shifts - 1 columns). */
 static int64_t line_output_at(const Tiling *t, int q, int x) {
-    if (t->line.along_h) return q < t->Ho ? (int64_t)q * t->Wo + x : -1;
+    if (t->line.along_h) return q < t->Ho && x < t->Wo ? (int64_t)q * t->Wo + x : -1;
     return q < t->Wo ? (int64_t)x * t->Wo + q : -1;
 }
 
@@ -438,10 +473,10 @@ static void line_output_backward(float *dm, int64_t xi_stride, const float *dout
 
 /* ---- a chunk of images nc from n0, both kinds ---- */
 
-/* V [points][cin][T] of in [cin, N, H, W] */
+/* V [points][cin][v_row] of in [cin, N, H, W] */
 static void input_chunk(float *v, const float *in, const ConvShape *cs, const Tiling *t, int N,
                         int H, int W, int n0, int nc, float *threads, int pooled) {
-    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, xi_stride = (int64_t)cs->cin * T;
+    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
     size_t per_thread = thread_floats(cs, t, N, H, W);
     #pragma omp parallel
     {
@@ -458,7 +493,7 @@ static void input_chunk(float *v, const float *in, const ConvShape *cs, const Ti
             #pragma omp for schedule(static)
             for (int ci = 0; ci < cs->cin; ci++) {
                 line_gather(buf, in + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, cs, t, nc, H, W);
-                line_input(v + ci * T, xi_stride, buf, t, (int64_t)nc * t->tw);
+                line_input(v + ci * ld, xi_stride, buf, t, (int64_t)nc * t->tw);
             }
         }
     }
@@ -510,11 +545,11 @@ static void dout_chunk(float *dm, const float *dout, const ConvShape *cs, const 
     }
 }
 
-/* din [cin, N, H, W] at the chunk's images += B dV B' of dV [points][cin][T],
+/* din [cin, N, H, W] at the chunk's images += B dV B' of dV [points][cin][v_row],
  * through the pool first when pooled */
 static void din_chunk(float *din, const float *dv, const ConvShape *cs, const Tiling *t, int N,
                       int H, int W, int n0, int nc, float *threads, int pooled) {
-    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, xi_stride = (int64_t)cs->cin * T;
+    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
     size_t per_thread = thread_floats(cs, t, N, H, W);
     #pragma omp parallel
     {
@@ -542,29 +577,39 @@ static void din_chunk(float *din, const float *dv, const ConvShape *cs, const Ti
         } else {
             #pragma omp for schedule(static)
             for (int ci = 0; ci < cs->cin; ci++) {
-                line_input_backward(buf, dv + ci * T, xi_stride, t, (int64_t)nc * t->tw);
+                line_input_backward(buf, dv + ci * ld, xi_stride, t, (int64_t)nc * t->tw);
                 line_scatter_add(din + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, buf, cs, t, nc, H, W);
             }
         }
     }
 }
 
-/* C_xi = op(A_xi) op(B_xi) (+ beta C_xi) for every point; inside the
- * parallel loop OpenBLAS runs each on its caller's thread. With more threads
- * than points, each GEMM goes in slices of its rows. */
-static void gemms(int points, int M, int Ncols, int K, int trans_a, int trans_b,
-                  const float *a, int64_t a_stride, const float *b, int64_t b_stride,
-                  float beta, float *c, int64_t c_stride) {
-    int slices = (max_threads() + points - 1) / points;
+/* A matrix of gemms(): that of point xi and shift sh at at + xi*point + sh*shift. */
+typedef struct { float *at; int64_t point, shift; int ld; } Mat;
+
+/* C = op(A) op(B) (+ beta C) for every point and shift: C [M, Ncols], K the
+ * inner dimension. With sum_shifts one C per point takes the sum over the
+ * shifts (lines shifted across: forward, and dV, into C shifted); else
+ * each shift has its own. Inside the parallel loop OpenBLAS runs each GEMM
+ * on its caller's thread; with more threads than GEMMs, each goes in slices
+ * of its rows. */
+static void gemms(const Tiling *t, int M, int Ncols, int K, int trans_a, Mat a, int trans_b, Mat b,
+                  float beta, Mat c, int sum_shifts) {
+    int jobs = sum_shifts ? t->points : t->points * t->shifts;
+    int slices = (max_threads() + jobs - 1) / jobs;
     if (slices > M) slices = M;
     #pragma omp parallel for schedule(static)
-    for (int w = 0; w < points * slices; w++) {
-        int xi = w / slices, s = w % slices;
-        int r0 = (int)((int64_t)M * s / slices), r1 = (int)((int64_t)M * (s + 1) / slices);
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                    r1 - r0, Ncols, K, 1.0f, a + xi * a_stride + (trans_a ? r0 : (int64_t)r0 * K),
-                    trans_a ? M : K, b + xi * b_stride, trans_b ? K : Ncols, beta,
-                    c + xi * c_stride + (int64_t)r0 * Ncols, Ncols);
+    for (int w = 0; w < jobs * slices; w++) {
+        int job = w / slices, slice = w % slices;
+        int xi = sum_shifts ? job : job / t->shifts, sh0 = sum_shifts ? 0 : job % t->shifts;
+        int sh1 = sum_shifts ? t->shifts : sh0 + 1;
+        int r0 = (int)((int64_t)M * slice / slices), r1 = (int)((int64_t)M * (slice + 1) / slices);
+        for (int sh = sh0; sh < sh1; sh++)
+            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                        r1 - r0, Ncols, K, 1.0f,
+                        a.at + xi * a.point + sh * a.shift + (trans_a ? r0 : (int64_t)r0 * a.ld), a.ld,
+                        b.at + xi * b.point + sh * b.shift, b.ld, sh > sh0 ? 1.0f : beta,
+                        c.at + xi * c.point + sh * c.shift + (int64_t)r0 * c.ld, c.ld);
     }
 }
 
@@ -582,9 +627,11 @@ void winograd_forward(float *out, const float *in, const float *weight, const Co
     transform_kernel(s.u, weight, cs, &t);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
-        int64_t T = tiles * nc;
+        int64_t T = tiles * nc, ld = v_row(&t, T);
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
-        gemms(t.points, cs->cout, T, cs->cin, 0, 0, s.u, kernel, s.v, cs->cin * T, 0.0f, s.m, cs->cout * T);
+        /* M_xi [cout, T] = sum over shifts sh of U_xi,sh V_xi (sh columns on) */
+        gemms(&t, cs->cout, T, cs->cin, 0, (Mat){ s.u, t.shifts * kernel, kernel, cs->cin },
+              0, (Mat){ s.v, cs->cin * ld, 1, ld }, 0.0f, (Mat){ s.m, cs->cout * T, 0, T }, 1);
         output_chunk(out, s.m, cs, &t, N, H, W, n0, nc, s.threads);
     }
 }
@@ -600,15 +647,16 @@ void winograd_backward(float *din, float *dweight, const float *dout, const floa
     if (din) transform_kernel(s.u, weight, cs, &t);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
-        int64_t T = tiles * nc;
+        int64_t T = tiles * nc, ld = v_row(&t, T);
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
         dout_chunk(s.m, dout, cs, &t, N, H, W, n0, nc, s.threads);
-        /* dU_xi [cout, cin] (+)= dM_xi [cout, T] V_xi' */
-        gemms(t.points, cs->cout, cs->cin, T, 0, 1, s.m, cs->cout * T, s.v, cs->cin * T,
-              n0 ? 1.0f : 0.0f, s.du, kernel);
+        /* dU_xi,sh [cout, cin] (+)= dM_xi [cout, T] V_xi' (sh columns on) */
+        gemms(&t, cs->cout, cs->cin, T, 0, (Mat){ s.m, cs->cout * T, 0, T }, 1, (Mat){ s.v, cs->cin * ld, 1, ld },
+              n0 ? 1.0f : 0.0f, (Mat){ s.du, t.shifts * kernel, kernel, cs->cin }, 0);
         if (!din) continue;
-        /* dV_xi [cin, T] = U_xi' dM_xi, over V */
-        gemms(t.points, cs->cin, T, cs->cout, 1, 0, s.u, kernel, s.m, cs->cout * T, 0.0f, s.v, cs->cin * T);
+        /* dV_xi [cin, T] (sh columns on) = sum over sh of U_xi,sh' dM_xi, over V */
+        gemms(&t, cs->cin, T, cs->cout, 1, (Mat){ s.u, t.shifts * kernel, kernel, cs->cin },
+              0, (Mat){ s.m, cs->cout * T, 0, T }, 0.0f, (Mat){ s.v, cs->cin * ld, 1, ld }, 1);
         din_chunk(din, s.v, cs, &t, N, H, W, n0, nc, s.threads, pooled);
     }
     transform_kernel_backward(dweight, s.du, cs, &t);

@@ -1,11 +1,11 @@
-/* winograd.h - conv.c's path for stride-1 3x3, 1xr and rx1 convolutions (winograd.c). */
+/* winograd.h - conv.c's path for stride-1 3x3, 5x5, 1xr and rx1 convolutions (winograd.c). */
 #ifndef INCV3_WINOGRAD_H
 #define INCV3_WINOGRAD_H
 #include "layers.h"
 
 /* Whether cs over H x W images goes this way: stride 1, 3x3 (padding up to
- * 2) or 1x3, 3x1, 1x7, 7x1 (padding along the kernel only, less than its
- * length), and enough input channels for GEMMs worth making. */
+ * 2), 5x5 (padding up to 4) or 1x3, 3x1, 1x7, 7x1 (padding along the kernel
+ * only, less than its length), and enough input channels for GEMMs worth making. */
 int winograd_applies(const ConvShape *cs, int H, int W);
 /* Floats of scratch forward needs; backward needs twice that. */
 size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W);

@@ -364,8 +364,9 @@ int main(void) {
     pooled = 0;
     set_threads(2);
     check_conv("3x3 p1 Winograd, two chunks", (ConvShape){ 64, 16, 3, 3, 1, 1, 1, 1 }, 6, 48, 48);
-    /* ... and F(2, r) along a line: 7 and 3 taps both ways, odd lengths,
-     * padding short of full, several threads, two chunks (1x7 over 12 x 700) */
+    /* ... and F(m, r) along a line: 7 and 3 taps both ways, odd lengths,
+     * padding short of full, several threads, two chunks (1x7 over 12 x 700);
+     * 5x5 as 5x1 lines shifted across, one image a chunk over 60 x 360 */
     check_conv("1x7 p(0,3) Winograd", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 2, 5, 9);
     set_threads(3);
     check_conv("7x1 p(3,0) Winograd, 3 threads", (ConvShape){ 50, 3, 7, 1, 1, 1, 3, 0 }, 3, 8, 5);
@@ -375,6 +376,13 @@ int main(void) {
     set_threads(9);             /* more threads than the 4 points: GEMMs in slices of rows */
     check_conv("1x3 p(0,1) Winograd, 9 threads", (ConvShape){ 48, 5, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
     set_threads(2);
-    check_conv("1x7 p(0,3) Winograd, two chunks", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 3, 12, 700);
+    check_conv("1x7 p(0,3) Winograd, two chunks", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 4, 12, 700);
+    check_conv("5x5 p2 Winograd", (ConvShape){ 48, 5, 5, 5, 1, 1, 2, 2 }, 2, 9, 7);
+    check_conv("5x5 p(1,3) Winograd, two chunks", (ConvShape){ 48, 1, 5, 5, 1, 1, 1, 3 }, 2, 60, 360);
+    set_threads(3);
+    check_conv("5x5 p(4,0) Winograd, 3 threads", (ConvShape){ 50, 4, 5, 5, 1, 1, 4, 0 }, 2, 6, 8);
+    set_threads(9);             /* the 8 points' GEMMs in slices of rows, each over 5 shifts */
+    check_conv("5x5 p2 Winograd, 9 threads", (ConvShape){ 48, 5, 5, 5, 1, 1, 2, 2 }, 2, 8, 8);
+    set_threads(2);
     return check_summary("gradcheck");
 }
