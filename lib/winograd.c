@@ -401,6 +401,8 @@ static void combine(float *o, const float *src, int64_t stride, const float *coe
     case 2 * 2: combine_n(o, src, stride, coef, coef_stride, 2, L, 0); break;
     case 2 * 4: combine_n(o, src, stride, coef, coef_stride, 4, L, 0); break;
     case 2 * 4 + 1: combine_n(o, src, stride, coef, coef_stride, 4, L, 1); break;
+    case 2 * 8: combine_n(o, src, stride, coef, coef_stride, 8, L, 0); break;
+    case 2 * 8 + 1: combine_n(o, src, stride, coef, coef_stride, 8, L, 1); break;
     case 2 * 10: combine_n(o, src, stride, coef, coef_stride, 10, L, 0); break;
     case 2 * 10 + 1: combine_n(o, src, stride, coef, coef_stride, 10, L, 1); break;
     default: combine_n(o, src, stride, coef, coef_stride, n, L, add);
