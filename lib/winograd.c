@@ -1,38 +1,36 @@
-/* winograd.c - stride-1 convolutions by Winograd's minimal filtering: 3x3
- * by F(2x2, 3x3), 1x7 / 7x1 by F(4, 7) and 1x3 / 3x1 by F(2, 3) along their
- * axis, 5x5 by F(4, 5) down its columns, shifted across.
+/* winograd.c - stride-1 convolutions by Winograd's minimal filtering along
+ * one axis: 1x7 and 7x1 by F(4, 7), 1x3 and 3x1 by F(6, 3), and the square
+ * 3x3 and 5x5 as lines down their columns, shifted across.
  *
- * Each 2x2 block ("tile") of a 3x3 convolution's output comes from the 4x4
- * patch of the padded input at twice its position: Y = A' [(G g G') . (B' d B)] A,
- * with the elementwise product summed over input channels. For each of the 16
- * points xi of the 4x4 transform domain that sum is a GEMM, U_xi [cout, cin]
- * by V_xi [cin, tiles]: 16*cout*cin multiply-adds per tile where a direct 3x3
- * convolution spends 36*cout*cin, and K = cin where im2col has 9*cin. The
- * transforms are small integers and halves, so the rounding stays that of a
- * reordered sum.
+ * Along a line, each tile of m outputs comes from the m + r - 1 inputs at m
+ * times its position: Y = A' [(G g) . (B' d)], with the elementwise product
+ * summed over input channels (Toom-Cook over the points 0, +-1, +-2, +-1/2,
+ * 4, -1/4 and infinity). For each point xi of the transform domain that sum
+ * is a GEMM, U_xi [cout, cin] by V_xi [cin, tiles]: (m + r - 1)/m
+ * multiply-adds per output where a direct convolution spends r, 2.8x fewer
+ * for F(4, 7) and 2.25x for F(6, 3), with K = cin and no im2col.
  *
- * Along one axis the same in 1-D: a tile is m outputs of one row or column,
- * m + r - 1 points (Toom-Cook over 0, +-1, +-2, +-1/2, 4, -1/4 and infinity),
- * (m + r - 1)/m multiply-adds per output where the direct way spends r: 2.8x
- * fewer for 7 taps (m = 4), 1.5x for 3 (m = 2), and no im2col. A 5x5 kernel
- * is five 5x1 kernels, one per column offset sh: with the lines padded
- * across as well, the 5x1 outputs of offset sh are those of offset 0 read sh
- * columns on, so each point's GEMM sums five GEMMs over shifted views of one
- * V (10 multiply-adds per output for 25; the last 4 columns of each image's
- * lines are computed and dropped).
+ * An r x r kernel is r kernels r x 1, one per column offset sh. With the
+ * lines padded across as well, the r x 1 outputs of offset sh are those of
+ * offset 0 read sh columns on, so each point's GEMM is the sum of r GEMMs
+ * over shifted views of one V: 3x3 by F(6, 3) takes 4 multiply-adds per
+ * output (9 directly), 5x5 by F(4, 5) 10 (25); the last r - 1 columns of each
+ * image's lines are computed and dropped. (F(2x2, 3x3) takes 4 too, but its
+ * 2-D transforms over 15-tile rows cost more: measured slower at 30x30, level
+ * at 6x6.)
  *
  * Backward differentiates these very steps (so it is the exact gradient of
- * the forward): dM = A dY A' per tile, dU_xi = dM_xi V_xi' and
- * dV_xi = U_xi' dM_xi as GEMMs, then dg = G' dU G and dd = B dV B' added
- * into d(input) where the patches overlap. V is made again, not kept. The
+ * the forward): dM = A dY per tile, dU_xi = dM_xi V_xi' and
+ * dV_xi = U_xi' dM_xi as GEMMs, then dg = G' dU and dd = B dV added into
+ * d(input) where the patches overlap. V is made again, not kept. The
  * kernels' transforms, the same linear map for every kernel, are GEMMs too.
  *
- * Tiles go in chunks of whole images through scratch. 3x3 transforms run on
- * threads by (channel, image) plane; 1-D ones by channel over the chunk's
- * images side by side, as one image's lines are too short to vectorise
- * (14 at most here). The GEMMs of a chunk run on threads one whole GEMM each
- * (faster than each split over threads, as they are small), or in slices of
- * rows where threads outnumber them: the same bits for the same thread count. */
+ * Tiles go in chunks of whole images through scratch. The transforms run on
+ * threads by channel, over the chunk's images side by side (one image's
+ * lines, 6 to 30 long here, are too short to vectorise). The GEMMs of a chunk
+ * run on threads one whole GEMM each (faster than each split over threads,
+ * as they are small), or in slices of rows where threads outnumber them: the
+ * same bits for the same thread count. */
 #include "winograd.h"
 #include <cblas.h>
 #include <string.h>
@@ -42,31 +40,29 @@
 static int omp_get_thread_num(void) { return 0; }
 #endif
 
-enum { ALPHA_MAX = 10, TAPS_MAX = 7, OUTPUTS_MAX = 4, KERNEL_ROWS_MAX = 40, KERNEL_TAPS_MAX = 25 };
+enum { ALPHA_MAX = 10, TAPS_MAX = 7, OUTPUTS_MAX = 6, SHIFTS_MAX = 5, KERNEL_TAPS_MAX = 25 };
 
 /* Floats of V and M (or dM) per chunk: 16 MB ran best of 4 to 64 MB (make bench). */
 #define CHUNK_TARGET ((size_t)1 << 22)
 
-/* F(m, r) along one axis: V = B' d, U = G g, Y = A' (U . V) per tile. */
+/* F(m, r): V = B' d, U = G g, Y = A' (U . V) per tile. */
 typedef struct {
-    int taps, outputs, along_h;    /* r; m; along H (r x 1) or along W (1 x r) */
+    int taps, outputs;             /* r, m */
     float bt[ALPHA_MAX][ALPHA_MAX], g[ALPHA_MAX][TAPS_MAX], at[OUTPUTS_MAX][ALPHA_MAX];
 } Line;
 
 typedef struct {
-    int points;            /* of the transform domain: 16, or m + r - 1 along a line */
-    int shifts;            /* 5x5: 5 (lines shifted across); else 1 */
-    int th, tw;            /* tiles per image: 3x3, th x tw tiles of 2x2 outputs;
-                              along a line, th tiles of m outputs on each of tw lines
-                              (5x5: the columns of the plane padded across) */
-    int Hp, Wp;            /* 3x3: the padded plane of an image covering every patch;
-                              along a line Hp is the padded length of a line */
+    Line line;
+    int along_h;           /* the lines run down the columns (r x 1, r x r); else along rows */
+    int points;            /* of the transform domain: m + r - 1 */
+    int shifts;            /* r x r: r (kernels r x 1, one per column offset); else 1 */
+    int th, tw;            /* an image: th tiles of m outputs on each of tw lines
+                              (r x r: the columns, padded across) */
+    int Hp;                /* the padded length of a line */
     int Ho, Wo;
-    Line line;             /* along a line only */
     int taps;              /* of the kernel: kh * kw */
-    float kernel_g[KERNEL_ROWS_MAX * KERNEL_TAPS_MAX];
-                           /* [points * shifts][taps]: U = kernel_g g of each kernel g as a
-                              vector (3x3: G (x) G, G g G' row by row; along a line: G) */
+    float kernel_g[ALPHA_MAX * SHIFTS_MAX * KERNEL_TAPS_MAX];
+                           /* [points * shifts][taps]: U = kernel_g g, g a kernel as a vector */
 } Tiling;
 
 /* x^l coefficients of prod over k < n, k != skip of (x - a[k]) */
@@ -81,17 +77,16 @@ static void poly_from_roots(double *coef, const double *a, int n, int skip) {
     }
 }
 
-/* Toom-Cook F(m, r) over points a (m + r - 2 of them) and infinity. 7 taps
- * take 4 outputs a tile (10 points for 4 outputs where F(2, 7) spends 16):
- * with 4 and -1/4 as the last two points its rounding stays within 1e-5 of
- * the largest output (of 0, +-3, +-1/3, +-4, +-1/4, +-3/2, +-2/3 the best). */
-static void make_line(Line *f, int taps, int along_h) {
+/* Toom-Cook F(m, r) over points a (m + r - 2 of them) and infinity: m = 6
+ * for 3 taps, 4 for 5 and 7 (10 points). With 4 and -1/4 as the last two
+ * points F(4, 7) rounds within 1e-5 of the largest output (of 0, +-3, +-1/3,
+ * +-4, +-1/4, +-3/2, +-2/3 the best); the others use the first six. */
+static void make_line(Line *f, int taps) {
     static const double points[] = { 0, 1, -1, 2, -2, 0.5, -0.5, 4, -0.25 };
-    int outputs = taps >= 5 ? 4 : 2, alpha = outputs + taps - 1, finite = alpha - 1;
+    int outputs = taps == 3 ? 6 : 4, alpha = outputs + taps - 1, finite = alpha - 1;
     memset(f, 0, sizeof *f);
     f->taps = taps;
     f->outputs = outputs;
-    f->along_h = along_h;
     for (int j = 0; j < finite; j++) {
         double a = points[j], fj = 1, coef[ALPHA_MAX] = { 0 };
         for (int l = 0; l < finite; l++) if (l != j) fj *= a - points[l];
@@ -109,53 +104,33 @@ static void make_line(Line *f, int taps, int along_h) {
     f->at[outputs - 1][finite] = 1;
 }
 
-static int is_line(const ConvShape *cs) {
-    return (cs->kh == 1 && cs->ph == 0 && (cs->kw == 3 || cs->kw == 7) && cs->pw < cs->kw) ||
-           (cs->kw == 1 && cs->pw == 0 && (cs->kh == 3 || cs->kh == 7) && cs->ph < cs->kh) ||
-           (cs->kh == 5 && cs->kw == 5 && cs->ph < 5 && cs->pw < 5);
-}
-
 static Tiling tiling(const ConvShape *cs, int H, int W) {
     Tiling t;
     t.Ho = conv_out(H, cs->kh, 1, cs->ph);
     t.Wo = conv_out(W, cs->kw, 1, cs->pw);
-    if (cs->kh == 3 && cs->kw == 3) {
-        static const float G[4][3] = { { 1, 0, 0 }, { 0.5f, 0.5f, 0.5f }, { 0.5f, -0.5f, 0.5f }, { 0, 0, 1 } };
-        t.points = 16;
-        t.shifts = 1;
-        t.th = (t.Ho + 1) / 2;
-        t.tw = (t.Wo + 1) / 2;
-        t.Hp = 2 * t.th + 2;
-        t.Wp = 2 * t.tw + 2;
-        t.taps = 9;
-        for (int i = 0; i < 4; i++)           /* (G g G')[i][j] = sum over a, b of G[i][a] g[a][b] G[j][b] */
-            for (int j = 0; j < 4; j++)
-                for (int a = 0; a < 3; a++)
-                    for (int b = 0; b < 3; b++) t.kernel_g[(4 * i + j) * 9 + 3 * a + b] = G[i][a] * G[j][b];
-        return t;
-    }
-    int along_h = cs->kh > 1, taps = along_h ? cs->kh : cs->kw;
-    make_line(&t.line, taps, along_h);
+    t.along_h = cs->kh > 1;
+    int taps = t.along_h ? cs->kh : cs->kw;
+    make_line(&t.line, taps);
     int m = t.line.outputs;
     t.points = m + taps - 1;
-    t.shifts = along_h ? cs->kw : 1;
-    t.th = ((along_h ? t.Ho : t.Wo) + m - 1) / m;
-    t.tw = along_h ? W + 2 * cs->pw : H;
+    t.shifts = t.along_h ? cs->kw : 1;
+    t.th = ((t.along_h ? t.Ho : t.Wo) + m - 1) / m;
+    t.tw = t.along_h ? W + 2 * cs->pw : H;
     t.Hp = m * (t.th - 1) + t.points;
-    t.Wp = 0;
     t.taps = cs->kh * cs->kw;
     memset(t.kernel_g, 0, sizeof t.kernel_g);
-    for (int j = 0; j < t.points; j++)     /* tap k along the line, shifted s across */
-        for (int s = 0; s < t.shifts; s++)
-            for (int k = 0; k < taps; k++) t.kernel_g[(j * t.shifts + s) * t.taps + k * t.shifts + s] = t.line.g[j][k];
+    for (int j = 0; j < t.points; j++)     /* tap k along the line, shifted sh across */
+        for (int sh = 0; sh < t.shifts; sh++)
+            for (int k = 0; k < taps; k++)
+                t.kernel_g[(j * t.shifts + sh) * t.taps + k * t.shifts + sh] = t.line.g[j][k];
     return t;
 }
 
-static int is_square(const Tiling *t) { return t->points == 16; }
-
 int winograd_applies(const ConvShape *cs, int H, int W) {
-    return cs->sh == 1 && cs->sw == 1 && cs->cin >= 48 &&
-           ((cs->kh == 3 && cs->kw == 3 && cs->ph <= 2 && cs->pw <= 2) || is_line(cs)) &&
+    int along_w = cs->kh == 1 && cs->ph == 0 && (cs->kw == 3 || cs->kw == 7) && cs->pw < cs->kw;
+    int along_h = cs->kw == 1 && cs->pw == 0 && (cs->kh == 3 || cs->kh == 7) && cs->ph < cs->kh;
+    int square = cs->kh == cs->kw && (cs->kh == 3 || cs->kh == 5) && cs->ph < cs->kh && cs->pw < cs->kw;
+    return cs->sh == 1 && cs->sw == 1 && cs->cin >= 48 && (along_w || along_h || square) &&
            conv_out(H, cs->kh, 1, cs->ph) >= 2 && conv_out(W, cs->kw, 1, cs->pw) >= 2;
 }
 
@@ -166,11 +141,14 @@ static int chunk_images(const ConvShape *cs, const Tiling *t, int N) {
     return n > (size_t)N ? N : (int)n;
 }
 
-/* A thread's buffers. 3x3: the padded plane, then a plane and row sums for the
- * pool. Along a line: a channel's chunk of lines, padded, or two rows of them. */
+/* A thread's buffer: a channel's chunk of lines, padded (or m rows of them),
+ * then a plane and row sums for the pool. */
+static size_t lines_floats(const ConvShape *cs, const Tiling *t, int N) {
+    return (size_t)t->Hp * chunk_images(cs, t, N) * t->tw;
+}
+
 static size_t thread_floats(const ConvShape *cs, const Tiling *t, int N, int H, int W) {
-    if (is_square(t)) return (size_t)t->Hp * t->Wp + 2 * (size_t)H * W;
-    return (size_t)(t->Hp + 2) * chunk_images(cs, t, N) * t->tw;
+    return lines_floats(cs, t, N) + 2 * (size_t)H * W;
 }
 
 /* A row of V [points][cin][T + shifts - 1]: each ends in shifts - 1 zeros,
@@ -219,123 +197,6 @@ static void transform_kernel_backward(float *dweight, const float *du, const Con
                 t->kernel_g, t->taps, 1.0f, dweight, t->taps);
 }
 
-/* ---- 3x3: F(2x2, 3x3), image by image ---- */
-
-/* The padded plane of one input channel of one image (plane [H, W]), or of
- * its avgpool 3x3 s1 p1 when pool (2*H*W floats) is given. */
-static void pad_plane(float *pp, const float *plane, const ConvShape *cs, const Tiling *t, int H,
-                      int W, float *pool) {
-    if (pool) plane = avgpool3_plane(pool, plane, H, W);
-    int right = t->Wp - cs->pw - W;             /* zero only the border */
-    memset(pp, 0, (size_t)cs->ph * t->Wp * sizeof *pp);
-    for (int y = 0; y < H; y++) {
-        float *row = pp + (int64_t)(y + cs->ph) * t->Wp;
-        memset(row, 0, cs->pw * sizeof *row);
-        memcpy(row + cs->pw, plane + (int64_t)y * W, W * sizeof *row);
-        memset(row + cs->pw + W, 0, right * sizeof *row);
-    }
-    memset(pp + (int64_t)(cs->ph + H) * t->Wp, 0, (size_t)(t->Hp - cs->ph - H) * t->Wp * sizeof *pp);
-}
-
-/* v: the chunk's V [16][cin][T] at channel ci and this image's first tile:
- * B' d B of every 4x4 patch of the padded plane. */
-static void transform_input(float *v, int64_t xi_stride, const float *pp, const Tiling *t) {
-    float c[4][t->Wp];                            /* B' d: the rows combined, per column */
-    for (int ty = 0; ty < t->th; ty++) {
-        const float *r0 = pp + (int64_t)2 * ty * t->Wp, *r1 = r0 + t->Wp, *r2 = r1 + t->Wp, *r3 = r2 + t->Wp;
-        for (int x = 0; x < t->Wp; x++) {
-            c[0][x] = r0[x] - r2[x];
-            c[1][x] = r1[x] + r2[x];
-            c[2][x] = r2[x] - r1[x];
-            c[3][x] = r1[x] - r3[x];
-        }
-        float *out = v + (int64_t)ty * t->tw;
-        for (int i = 0; i < 4; i++) {
-            float *o0 = out + (4 * i) * xi_stride, *o1 = o0 + xi_stride, *o2 = o1 + xi_stride, *o3 = o2 + xi_stride;
-            const float *a = c[i];
-            for (int tx = 0; tx < t->tw; tx++) {
-                const float *p = a + 2 * tx;
-                o0[tx] = p[0] - p[2];
-                o1[tx] = p[1] + p[2];
-                o2[tx] = p[2] - p[1];
-                o3[tx] = p[1] - p[3];
-            }
-        }
-    }
-}
-
-/* dpp [Hp, Wp] += B dV B' of every tile's dV (as transform_input lays V out). */
-static void transform_input_backward(float *dpp, const float *dv, int64_t xi_stride, const Tiling *t) {
-    for (int ty = 0; ty < t->th; ty++) {
-        float c[4][t->Wp];                        /* dV B', per row i of the domain */
-        memset(c, 0, sizeof c);
-        const float *in = dv + (int64_t)ty * t->tw;
-        for (int i = 0; i < 4; i++) {
-            const float *d0 = in + (4 * i) * xi_stride, *d1 = d0 + xi_stride, *d2 = d1 + xi_stride, *d3 = d2 + xi_stride;
-            float *a = c[i];
-            for (int tx = 0; tx < t->tw; tx++) {
-                float *p = a + 2 * tx;
-                p[0] += d0[tx];
-                p[1] += d1[tx] - d2[tx] + d3[tx];
-                p[2] += -d0[tx] + d1[tx] + d2[tx];
-                p[3] -= d3[tx];
-            }
-        }
-        float *r0 = dpp + (int64_t)2 * ty * t->Wp, *r1 = r0 + t->Wp, *r2 = r1 + t->Wp, *r3 = r2 + t->Wp;
-        for (int x = 0; x < t->Wp; x++) {
-            r0[x] += c[0][x];
-            r1[x] += c[1][x] - c[2][x] + c[3][x];
-            r2[x] += -c[0][x] + c[1][x] + c[2][x];
-            r3[x] -= c[3][x];
-        }
-    }
-}
-
-/* out plane [Ho, Wo] = A' M A of every tile (m: M [16][cout][T] at this plane's tiles) */
-static void transform_output(float *out, const float *m, int64_t xi_stride, const Tiling *t) {
-    float c[2][4][t->tw];                         /* A' M: rows combined, per domain column */
-    for (int ty = 0; ty < t->th; ty++) {
-        const float *in = m + (int64_t)ty * t->tw;
-        for (int j = 0; j < 4; j++) {
-            const float *m0 = in + j * xi_stride, *m1 = m0 + 4 * xi_stride, *m2 = m1 + 4 * xi_stride, *m3 = m2 + 4 * xi_stride;
-            for (int tx = 0; tx < t->tw; tx++) {
-                c[0][j][tx] = m0[tx] + m1[tx] + m2[tx];
-                c[1][j][tx] = m1[tx] - m2[tx] - m3[tx];
-            }
-        }
-        for (int a = 0; a < 2 && 2 * ty + a < t->Ho; a++) {
-            float *row = out + (int64_t)(2 * ty + a) * t->Wo;
-            for (int tx = 0; tx < t->tw; tx++) {
-                row[2 * tx] = c[a][0][tx] + c[a][1][tx] + c[a][2][tx];
-                if (2 * tx + 1 < t->Wo) row[2 * tx + 1] = c[a][1][tx] - c[a][2][tx] - c[a][3][tx];
-            }
-        }
-    }
-}
-
-/* dm [16][cout][T] at this plane's tiles = A dY A' of every tile of dout plane [Ho, Wo] */
-static void transform_output_backward(float *dm, int64_t xi_stride, const float *dout, const Tiling *t) {
-    for (int ty = 0; ty < t->th; ty++) {
-        const float *y0 = dout + (int64_t)2 * ty * t->Wo;
-        const float *y1 = 2 * ty + 1 < t->Ho ? y0 + t->Wo : NULL;
-        float *o = dm + (int64_t)ty * t->tw;
-        for (int tx = 0; tx < t->tw; tx++) {
-            int x1 = 2 * tx + 1 < t->Wo;
-            float a = y0[2 * tx], b = x1 ? y0[2 * tx + 1] : 0.0f;
-            float c = y1 ? y1[2 * tx] : 0.0f, d = y1 && x1 ? y1[2 * tx + 1] : 0.0f;
-            float col[2][4] = { { a, a + b, a - b, -b }, { c, c + d, c - d, -d } };
-            for (int j = 0; j < 4; j++) {
-                o[(0 + j) * xi_stride + tx] = col[0][j];
-                o[(4 + j) * xi_stride + tx] = col[0][j] + col[1][j];
-                o[(8 + j) * xi_stride + tx] = col[0][j] - col[1][j];
-                o[(12 + j) * xi_stride + tx] = -col[1][j];
-            }
-        }
-    }
-}
-
-/* ---- along a line: F(2, r), a channel's chunk of images at once ---- */
-
 /* A channel's chunk as lines: position p along the axis (padded) of line x
  * of image n at p*L + n*lines + x, L = nc*lines; a tile's index is then
  * ty*L + n*lines + x. Image n's plane of that channel: in + n*image. */
@@ -344,17 +205,19 @@ static int64_t line_index(const Tiling *t, int64_t L, int n, int p, int x) {
 }
 
 /* lines = the channel's images (planes `image` floats apart), zero-padded
- * along the lines and, for shifted lines, across. */
+ * along the lines and, for shifted lines, across; with pool (2*H*W floats),
+ * of their avgpool 3x3 s1 p1. */
 static void line_gather(float *lines, const float *in, int64_t image, const ConvShape *cs,
-                        const Tiling *t, int nc, int H, int W) {
+                        const Tiling *t, int nc, int H, int W, float *pool) {
     int64_t L = (int64_t)nc * t->tw;
-    int pad = t->line.along_h ? cs->ph : cs->pw, len = t->line.along_h ? H : W;
-    int across = t->line.along_h ? cs->pw : 0, right = t->tw - across - W;
+    int pad = t->along_h ? cs->ph : cs->pw, len = t->along_h ? H : W;
+    int across = t->along_h ? cs->pw : 0, right = t->tw - across - W;
     memset(lines, 0, pad * L * sizeof *lines);
     memset(lines + (pad + len) * L, 0, (t->Hp - pad - len) * L * sizeof *lines);
     for (int n = 0; n < nc; n++) {
         const float *plane = in + n * image;
-        if (t->line.along_h)
+        if (pool) plane = avgpool3_plane(pool, plane, H, W);
+        if (t->along_h)
             for (int y = 0; y < H; y++) {
                 float *row = lines + line_index(t, L, n, y + pad, 0);
                 memset(row, 0, across * sizeof *row);
@@ -367,23 +230,28 @@ static void line_gather(float *lines, const float *in, int64_t image, const Conv
     }
 }
 
-/* The channel's images += the lines' interior (line_gather's inverse, adding). */
+/* The channel's images += the lines' interior (line_gather's inverse, adding);
+ * with pool (2*H*W floats), through the pool's backward. */
 static void line_scatter_add(float *in, int64_t image, const float *lines, const ConvShape *cs,
-                             const Tiling *t, int nc, int H, int W) {
+                             const Tiling *t, int nc, int H, int W, float *pool) {
     int64_t L = (int64_t)nc * t->tw;
-    int pad = t->line.along_h ? cs->ph : cs->pw, across = t->line.along_h ? cs->pw : 0;
+    int pad = t->along_h ? cs->ph : cs->pw, across = t->along_h ? cs->pw : 0;
     for (int n = 0; n < nc; n++) {
-        float *plane = in + n * image;
+        float *plane = in + n * image, *dst = pool ? pool : plane;   /* pooled: d(pooled plane) first */
         for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++)
-                plane[(int64_t)y * W + x] += t->line.along_h ? lines[line_index(t, L, n, y + pad, x + across)]
-                                                             : lines[line_index(t, L, n, x + pad, y)];
+            for (int x = 0; x < W; x++) {
+                float d = t->along_h ? lines[line_index(t, L, n, y + pad, x + across)]
+                                     : lines[line_index(t, L, n, x + pad, y)];
+                dst[(int64_t)y * W + x] = pool ? d : dst[(int64_t)y * W + x] + d;
+            }
+        if (pool) box3_plane(plane, pool, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
     }
 }
 
 /* o[x] (+)= sum over l < n of coef[l * coef_stride] src[l * stride + x], x < L:
  * each o[x] made in a register over all n terms, so o is written once. n is a
- * constant where the switch in combine() inlines this. */
+ * constant where the switch in combine() inlines this: for the 8 and 10
+ * points and 4 and 6 outputs of the lines in use. */
 static inline __attribute__((always_inline)) void combine_n(float *restrict o, const float *restrict src,
         int64_t stride, const float *coef, int coef_stride, const int n, int64_t L, const int add) {
     float c[ALPHA_MAX];
@@ -398,9 +266,8 @@ static inline __attribute__((always_inline)) void combine_n(float *restrict o, c
 static void combine(float *o, const float *src, int64_t stride, const float *coef, int coef_stride,
                     int n, int64_t L, int add) {
     switch (2 * n + add) {
-    case 2 * 2: combine_n(o, src, stride, coef, coef_stride, 2, L, 0); break;
     case 2 * 4: combine_n(o, src, stride, coef, coef_stride, 4, L, 0); break;
-    case 2 * 4 + 1: combine_n(o, src, stride, coef, coef_stride, 4, L, 1); break;
+    case 2 * 6: combine_n(o, src, stride, coef, coef_stride, 6, L, 0); break;
     case 2 * 8: combine_n(o, src, stride, coef, coef_stride, 8, L, 0); break;
     case 2 * 8 + 1: combine_n(o, src, stride, coef, coef_stride, 8, L, 1); break;
     case 2 * 10: combine_n(o, src, stride, coef, coef_stride, 10, L, 0); break;
@@ -433,7 +300,7 @@ static void line_input_backward(float *lines, const float *dv, int64_t xi_stride
 /* Where output q along the axis of line x of image n goes in its plane; -1
  * past the end (of shifted lines, also the last shifts - 1 columns). */
 static int64_t line_output_at(const Tiling *t, int q, int x) {
-    if (t->line.along_h) return q < t->Ho && x < t->Wo ? (int64_t)q * t->Wo + x : -1;
+    if (t->along_h) return q < t->Ho && x < t->Wo ? (int64_t)q * t->Wo + x : -1;
     return q < t->Wo ? (int64_t)x * t->Wo + q : -1;
 }
 
@@ -473,47 +340,30 @@ static void line_output_backward(float *dm, int64_t xi_stride, const float *dout
     }
 }
 
-/* ---- a chunk of images nc from n0, both kinds ---- */
+/* ---- a chunk of images nc from n0 ---- */
 
-/* V [points][cin][v_row] of in [cin, N, H, W] */
+/* V [points][cin][v_row] of in [cin, N, H, W], of its avgpool 3x3 s1 p1 when pooled */
 static void input_chunk(float *v, const float *in, const ConvShape *cs, const Tiling *t, int N,
                         int H, int W, int n0, int nc, float *threads, int pooled) {
-    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
+    int64_t T = (int64_t)t->th * t->tw * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
     size_t per_thread = thread_floats(cs, t, N, H, W);
     #pragma omp parallel
     {
         float *buf = threads + omp_get_thread_num() * per_thread;
-        if (is_square(t)) {
-            float *pool = pooled ? buf + t->Hp * t->Wp : NULL;
-            #pragma omp for schedule(static)
-            for (int64_t k = 0; k < (int64_t)cs->cin * nc; k++) {
-                int ci = (int)(k / nc), n = (int)(k % nc);
-                pad_plane(buf, in + ((int64_t)ci * N + n0 + n) * H * W, cs, t, H, W, pool);
-                transform_input(v + ci * T + n * tiles, xi_stride, buf, t);
-            }
-        } else {
-            #pragma omp for schedule(static)
-            for (int ci = 0; ci < cs->cin; ci++) {
-                line_gather(buf, in + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, cs, t, nc, H, W);
-                line_input(v + ci * ld, xi_stride, buf, t, (int64_t)nc * t->tw);
-            }
+        float *pool = pooled ? buf + lines_floats(cs, t, N) : NULL;
+        #pragma omp for schedule(static)
+        for (int ci = 0; ci < cs->cin; ci++) {
+            line_gather(buf, in + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, cs, t, nc, H, W, pool);
+            line_input(v + ci * ld, xi_stride, buf, t, (int64_t)nc * t->tw);
         }
     }
 }
 
-/* out [cout, N, Ho, Wo] at the chunk's images = A' M A of M [points][cout][T] */
+/* out [cout, N, Ho, Wo] at the chunk's images = A' M of M [points][cout][T] */
 static void output_chunk(float *out, const float *m, const ConvShape *cs, const Tiling *t, int N,
                          int H, int W, int n0, int nc, float *threads) {
-    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, image = (int64_t)t->Ho * t->Wo;
+    int64_t T = (int64_t)t->th * t->tw * nc, image = (int64_t)t->Ho * t->Wo;
     size_t per_thread = thread_floats(cs, t, N, H, W);
-    if (is_square(t)) {
-        #pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < (int64_t)cs->cout * nc; k++) {
-            int co = (int)(k / nc), n = (int)(k % nc);
-            transform_output(out + ((int64_t)co * N + n0 + n) * image, m + co * T + n * tiles, cs->cout * T, t);
-        }
-        return;
-    }
     #pragma omp parallel
     {
         float *rows = threads + omp_get_thread_num() * per_thread;
@@ -523,20 +373,11 @@ static void output_chunk(float *out, const float *m, const ConvShape *cs, const 
     }
 }
 
-/* dM [points][cout][T] = A dY A' of dout [cout, N, Ho, Wo] at the chunk's images */
+/* dM [points][cout][T] = A dY of dout [cout, N, Ho, Wo] at the chunk's images */
 static void dout_chunk(float *dm, const float *dout, const ConvShape *cs, const Tiling *t, int N,
                        int H, int W, int n0, int nc, float *threads) {
-    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, image = (int64_t)t->Ho * t->Wo;
+    int64_t T = (int64_t)t->th * t->tw * nc, image = (int64_t)t->Ho * t->Wo;
     size_t per_thread = thread_floats(cs, t, N, H, W);
-    if (is_square(t)) {
-        #pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < (int64_t)cs->cout * nc; k++) {
-            int co = (int)(k / nc), n = (int)(k % nc);
-            transform_output_backward(dm + co * T + n * tiles, cs->cout * T,
-                                      dout + ((int64_t)co * N + n0 + n) * image, t);
-        }
-        return;
-    }
     #pragma omp parallel
     {
         float *rows = threads + omp_get_thread_num() * per_thread;
@@ -547,41 +388,20 @@ static void dout_chunk(float *dm, const float *dout, const ConvShape *cs, const 
     }
 }
 
-/* din [cin, N, H, W] at the chunk's images += B dV B' of dV [points][cin][v_row],
+/* din [cin, N, H, W] at the chunk's images += B dV of dV [points][cin][v_row],
  * through the pool first when pooled */
 static void din_chunk(float *din, const float *dv, const ConvShape *cs, const Tiling *t, int N,
                       int H, int W, int n0, int nc, float *threads, int pooled) {
-    int64_t tiles = (int64_t)t->th * t->tw, T = tiles * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
+    int64_t T = (int64_t)t->th * t->tw * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
     size_t per_thread = thread_floats(cs, t, N, H, W);
     #pragma omp parallel
     {
         float *buf = threads + omp_get_thread_num() * per_thread;
-        if (is_square(t)) {
-            float *pool = buf + t->Hp * t->Wp;
-            #pragma omp for schedule(static)
-            for (int64_t k = 0; k < (int64_t)cs->cin * nc; k++) {
-                int ci = (int)(k / nc), n = (int)(k % nc);
-                memset(buf, 0, (size_t)t->Hp * t->Wp * sizeof *buf);
-                transform_input_backward(buf, dv + ci * T + n * tiles, xi_stride, t);
-                float *dplane = din + ((int64_t)ci * N + n0 + n) * H * W;
-                if (pooled) {                    /* d(pooled plane), then back through the pool */
-                    for (int y = 0; y < H; y++)
-                        memcpy(pool + (int64_t)y * W, buf + (int64_t)(y + cs->ph) * t->Wp + cs->pw, W * sizeof *pool);
-                    box3_plane(dplane, pool, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
-                } else {
-                    for (int y = 0; y < H; y++) {
-                        const float *src = buf + (int64_t)(y + cs->ph) * t->Wp + cs->pw;
-                        float *dst = dplane + (int64_t)y * W;
-                        for (int x = 0; x < W; x++) dst[x] += src[x];
-                    }
-                }
-            }
-        } else {
-            #pragma omp for schedule(static)
-            for (int ci = 0; ci < cs->cin; ci++) {
-                line_input_backward(buf, dv + ci * ld, xi_stride, t, (int64_t)nc * t->tw);
-                line_scatter_add(din + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, buf, cs, t, nc, H, W);
-            }
+        float *pool = pooled ? buf + lines_floats(cs, t, N) : NULL;
+        #pragma omp for schedule(static)
+        for (int ci = 0; ci < cs->cin; ci++) {
+            line_input_backward(buf, dv + ci * ld, xi_stride, t, (int64_t)nc * t->tw);
+            line_scatter_add(din + ((int64_t)ci * N + n0) * H * W, (int64_t)H * W, buf, cs, t, nc, H, W, pool);
         }
     }
 }
@@ -615,14 +435,9 @@ static void gemms(const Tiling *t, int M, int Ncols, int K, int trans_a, Mat a, 
     }
 }
 
-static void require_square_if_pooled(const Tiling *t, int pooled) {
-    if (pooled && !is_square(t)) die("internal: only a 3x3 Winograd convolution takes a pool first");
-}
-
 void winograd_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
                       int N, int H, int W, float *scratch, int pooled) {
     Tiling t = tiling(cs, H, W);
-    require_square_if_pooled(&t, pooled);
     Scratch s = carve(scratch, cs, &t, N, 0);
     int step = chunk_images(cs, &t, N);
     int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;
@@ -642,7 +457,6 @@ void winograd_backward(float *din, float *dweight, const float *dout, const floa
                        const float *weight, const ConvShape *cs, int N, int H, int W,
                        float *scratch, int pooled) {
     Tiling t = tiling(cs, H, W);
-    require_square_if_pooled(&t, pooled);
     Scratch s = carve(scratch, cs, &t, N, 1);
     int step = chunk_images(cs, &t, N);
     int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;

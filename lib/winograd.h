@@ -9,8 +9,8 @@
 int winograd_applies(const ConvShape *cs, int H, int W);
 /* Floats of scratch forward needs; backward needs twice that. */
 size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W);
-/* As conv_forward/conv_backward; pooled (3x3 only): of avgpool 3x3 s1 p1
- * of in, as conv_pooled_forward/backward. */
+/* As conv_forward/conv_backward; pooled: of avgpool 3x3 s1 p1 of in, as
+ * conv_pooled_forward/backward. */
 void winograd_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
                       int N, int H, int W, float *scratch, int pooled);
 void winograd_backward(float *din, float *dweight, const float *dout, const float *in,

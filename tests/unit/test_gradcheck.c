@@ -352,28 +352,27 @@ int main(void) {
     check_pool(1, 3, 2, 1);
     eps = EPS;
     check_maxpool_nan();
-    /* Winograd F(2x2, 3x3): 3x3 stride 1 over 48 channels or more; odd
-     * outputs (a tile half outside), padding 0 to 2, a pool first, and
-     * (48x48, 6 images) two chunks of images */
+    /* Winograd F(m, r) along a line (winograd.c), stride 1 over 48 channels
+     * or more: 7 and 3 taps both ways, odd lengths (a tile partly outside),
+     * padding short of full, several threads, two chunks of images (1x7 over
+     * 12 x 700); 3x3 and 5x5 as lines shifted across, also with a pool first */
     check_conv("3x3 p1 Winograd", (ConvShape){ 64, 5, 3, 3, 1, 1, 1, 1 }, 2, 6, 6);
     set_threads(3);
     check_conv("3x3 p0 Winograd, odd, 3 threads", (ConvShape){ 64, 3, 3, 3, 1, 1, 0, 0 }, 2, 7, 9);
     check_conv("3x3 p2 Winograd, 3 threads", (ConvShape){ 70, 4, 3, 3, 1, 1, 2, 2 }, 3, 5, 6);
     pooled = 1;
     check_conv("avgpool then 3x3 p1 Winograd, 3 threads", (ConvShape){ 64, 4, 3, 3, 1, 1, 1, 1 }, 2, 6, 7);
+    check_conv("avgpool then 1x3 p(0,1) Winograd, 3 threads", (ConvShape){ 48, 4, 1, 3, 1, 1, 0, 1 }, 2, 5, 7);
     pooled = 0;
     set_threads(2);
-    check_conv("3x3 p1 Winograd, two chunks", (ConvShape){ 64, 16, 3, 3, 1, 1, 1, 1 }, 6, 48, 48);
-    /* ... and F(m, r) along a line: 7 and 3 taps both ways, odd lengths,
-     * padding short of full, several threads, two chunks (1x7 over 12 x 700);
-     * 5x5 as 5x1 lines shifted across, one image a chunk over 60 x 360 */
+    check_conv("3x3 p1 Winograd, two chunks", (ConvShape){ 48, 1, 3, 3, 1, 1, 1, 1 }, 3, 60, 355);
     check_conv("1x7 p(0,3) Winograd", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 2, 5, 9);
     set_threads(3);
     check_conv("7x1 p(3,0) Winograd, 3 threads", (ConvShape){ 50, 3, 7, 1, 1, 1, 3, 0 }, 3, 8, 5);
     check_conv("7x1 p(1,0) Winograd, 3 threads", (ConvShape){ 48, 3, 7, 1, 1, 1, 1, 0 }, 2, 12, 4);
     check_conv("1x3 p(0,1) Winograd, 3 threads", (ConvShape){ 48, 5, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
     check_conv("3x1 p(1,0) Winograd, 3 threads", (ConvShape){ 48, 5, 3, 1, 1, 1, 1, 0 }, 2, 7, 6);
-    set_threads(9);             /* more threads than the 4 points: GEMMs in slices of rows */
+    set_threads(9);             /* more threads than the 8 points: GEMMs in slices of rows */
     check_conv("1x3 p(0,1) Winograd, 9 threads", (ConvShape){ 48, 5, 1, 3, 1, 1, 0, 1 }, 2, 6, 6);
     set_threads(2);
     check_conv("1x7 p(0,3) Winograd, two chunks", (ConvShape){ 48, 4, 1, 7, 1, 1, 0, 3 }, 4, 12, 700);
