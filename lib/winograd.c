@@ -42,8 +42,8 @@ static int omp_get_thread_num(void) { return 0; }
 
 enum { ALPHA_MAX = 10, TAPS_MAX = 7, OUTPUTS_MAX = 6, SHIFTS_MAX = 5, KERNEL_TAPS_MAX = 25 };
 
-/* Floats of V and M (or dM) per chunk: 16 MB ran best of 4 to 64 MB (make bench). */
-#define CHUNK_TARGET ((size_t)1 << 22)
+/* Floats of V and M (or dM) per chunk: 8 MB ran best of 2 to 32 MB (batch 32). */
+#define CHUNK_TARGET ((size_t)1 << 21)
 
 /* F(m, r): V = B' d, U = G g, Y = A' (U . V) per tile. */
 typedef struct {
