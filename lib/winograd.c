@@ -297,11 +297,33 @@ static void line_input_backward(float *lines, const float *dv, int64_t xi_stride
                     t->points, L, 1);
 }
 
-/* Where output q along the axis of line x of image n goes in its plane; -1
- * past the end (of shifted lines, also the last shifts - 1 columns). */
-static int64_t line_output_at(const Tiling *t, int q, int x) {
-    if (t->along_h) return q < t->Ho && x < t->Wo ? (int64_t)q * t->Wo + x : -1;
-    return q < t->Wo ? (int64_t)x * t->Wo + q : -1;
+/* Between the m rows of tile row ty, [m][nc][tw] (rows m*L floats), and the
+ * channel's output planes (`image` floats apart): to_planes copies the
+ * outputs there, else gathers them, with zeros past the last output (of
+ * shifted lines, also in the last shifts - 1 columns). */
+static void tile_rows(float *rows, float *planes, int64_t image, const Tiling *t, int nc, int ty, int to_planes) {
+    int64_t L = (int64_t)nc * t->tw;
+    int m = t->line.outputs;
+    for (int n = 0; n < nc; n++) {
+        float *plane = planes + n * image, *r = rows + n * t->tw;
+        if (t->along_h)                     /* output row q = m*ty + i: line x is column x */
+            for (int i = 0; i < m; i++) {
+                int q = m * ty + i, valid = q < t->Ho ? t->Wo : 0;
+                if (to_planes) {
+                    memcpy(plane + (int64_t)q * t->Wo, r + i * L, valid * sizeof *r);
+                } else {
+                    memcpy(r + i * L, plane + (int64_t)q * t->Wo, valid * sizeof *r);
+                    memset(r + i * L + valid, 0, (t->tw - valid) * sizeof *r);
+                }
+            }
+        else                                /* output column q = m*ty + i of row x */
+            for (int x = 0; x < t->tw; x++)
+                for (int i = 0; i < m; i++) {
+                    int q = m * ty + i;
+                    if (to_planes) { if (q < t->Wo) plane[(int64_t)x * t->Wo + q] = r[i * L + x]; }
+                    else r[i * L + x] = q < t->Wo ? plane[(int64_t)x * t->Wo + q] : 0.0f;
+                }
+    }
 }
 
 /* The channel's output planes (`image` floats apart) = A' M of every tile;
@@ -313,12 +335,7 @@ static void line_output(float *out, int64_t image, const float *m, int64_t xi_st
     for (int ty = 0; ty < t->th; ty++) {
         for (int i = 0; i < f->outputs; i++)
             combine(rows + i * L, m + ty * L, xi_stride, f->at[i], 1, t->points, L, 0);
-        for (int i = 0; i < f->outputs; i++)
-            for (int n = 0; n < nc; n++)
-                for (int x = 0; x < t->tw; x++) {
-                    int64_t at = line_output_at(t, f->outputs * ty + i, x);
-                    if (at >= 0) out[n * image + at] = rows[i * L + n * t->tw + x];
-                }
+        tile_rows(rows, out, image, t, nc, ty, 1);
     }
 }
 
@@ -329,12 +346,7 @@ static void line_output_backward(float *dm, int64_t xi_stride, const float *dout
     const Line *f = &t->line;
     int64_t L = (int64_t)nc * t->tw;
     for (int ty = 0; ty < t->th; ty++) {
-        for (int i = 0; i < f->outputs; i++)
-            for (int n = 0; n < nc; n++)
-                for (int x = 0; x < t->tw; x++) {
-                    int64_t at = line_output_at(t, f->outputs * ty + i, x);
-                    rows[i * L + n * t->tw + x] = at >= 0 ? dout[n * image + at] : 0.0f;
-                }
+        tile_rows(rows, (float *)dout, image, t, nc, ty, 0);
         for (int j = 0; j < t->points; j++)
             combine(dm + j * xi_stride + ty * L, rows, L, &f->at[0][j], ALPHA_MAX, f->outputs, L, 0);
     }
