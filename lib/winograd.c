@@ -238,12 +238,16 @@ static void line_scatter_add(float *in, int64_t image, const float *lines, const
     int pad = t->along_h ? cs->ph : cs->pw, across = t->along_h ? cs->pw : 0;
     for (int n = 0; n < nc; n++) {
         float *plane = in + n * image, *dst = pool ? pool : plane;   /* pooled: d(pooled plane) first */
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                float d = t->along_h ? lines[line_index(t, L, n, y + pad, x + across)]
-                                     : lines[line_index(t, L, n, x + pad, y)];
-                dst[(int64_t)y * W + x] = pool ? d : dst[(int64_t)y * W + x] + d;
+        if (pool) memset(pool, 0, (size_t)H * W * sizeof *pool);
+        if (t->along_h)
+            for (int y = 0; y < H; y++) {
+                const float *src = lines + line_index(t, L, n, y + pad, across);
+                float *row = dst + (int64_t)y * W;
+                for (int x = 0; x < W; x++) row[x] += src[x];
             }
+        else
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) dst[(int64_t)y * W + x] += lines[line_index(t, L, n, x + pad, y)];
         if (pool) box3_plane(plane, pool, H, W, 1.0f / 9.0f, pool + (size_t)H * W);
     }
 }
