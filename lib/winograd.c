@@ -80,7 +80,7 @@ static void poly_from_roots(double *coef, const double *a, int n, int skip) {
 /* Toom-Cook F(m, r) over points a (m + r - 2 of them) and infinity: m = 6
  * for 3 taps, 4 for 5 and 7 (10 points). With 4 and -1/4 as the last two
  * points F(4, 7) rounds within 1e-5 of the largest output (of 0, +-3, +-1/3,
- * +-4, +-1/4, +-3/2, +-2/3 the best); the others use the first six. */
+ * +-4, +-1/4, +-3/2, +-2/3 the best); the others use the first seven. */
 static void make_line(Line *f, int taps) {
     static const double points[] = { 0, 1, -1, 2, -2, 0.5, -0.5, 4, -0.25 };
     int outputs = taps == 3 ? 6 : 4, alpha = outputs + taps - 1, finite = alpha - 1;
