@@ -151,6 +151,14 @@ static size_t thread_floats(const ConvShape *cs, const Tiling *t, int N, int H, 
     return lines_floats(cs, t, N) + 2 * (size_t)H * W;
 }
 
+/* The calling thread's buffer in threads. */
+static float *thread_buffer(float *threads, const ConvShape *cs, const Tiling *t, int N, int H, int W) {
+    return threads + omp_get_thread_num() * thread_floats(cs, t, N, H, W);
+}
+
+/* Tiles (columns of V and M) in a chunk of nc images. */
+static int64_t chunk_tiles(const Tiling *t, int nc) { return (int64_t)t->th * t->tw * nc; }
+
 /* A row of V [points][cin][T + shifts - 1]: each ends in shifts - 1 zeros,
  * which the GEMMs of shifted lines read past the last tile. */
 static int64_t v_row(const Tiling *t, int64_t T) { return T + t->shifts - 1; }
@@ -161,13 +169,13 @@ typedef struct { float *u, *du, *v, *m, *threads; } Scratch;
 /* Floats of scratch before the threads' buffers. */
 static size_t shared_floats(const ConvShape *cs, const Tiling *t, int N, int backward) {
     size_t kernel = (size_t)t->points * t->shifts * cs->cout * cs->cin;
-    int64_t T = (int64_t)chunk_images(cs, t, N) * t->th * t->tw;
+    int64_t T = chunk_tiles(t, chunk_images(cs, t, N));
     return (backward ? 2 : 1) * kernel + t->points * ((size_t)cs->cin * v_row(t, T) + (size_t)cs->cout * T);
 }
 
 static Scratch carve(float *scratch, const ConvShape *cs, const Tiling *t, int N, int backward) {
     size_t kernel = (size_t)t->points * t->shifts * cs->cout * cs->cin;
-    int64_t T = (int64_t)chunk_images(cs, t, N) * t->th * t->tw;
+    int64_t T = chunk_tiles(t, chunk_images(cs, t, N));
     Scratch s;
     s.u = scratch;
     s.du = backward ? s.u + kernel : NULL;
@@ -361,11 +369,10 @@ static void line_output_backward(float *dm, int64_t xi_stride, const float *dout
 /* V [points][cin][v_row] of in [cin, N, H, W], of its avgpool 3x3 s1 p1 when pooled */
 static void input_chunk(float *v, const float *in, const ConvShape *cs, const Tiling *t, int N,
                         int H, int W, int n0, int nc, float *threads, int pooled) {
-    int64_t T = (int64_t)t->th * t->tw * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
-    size_t per_thread = thread_floats(cs, t, N, H, W);
+    int64_t T = chunk_tiles(t, nc), ld = v_row(t, T), xi_stride = cs->cin * ld;
     #pragma omp parallel
     {
-        float *buf = threads + omp_get_thread_num() * per_thread;
+        float *buf = thread_buffer(threads, cs, t, N, H, W);
         float *pool = pooled ? buf + lines_floats(cs, t, N) : NULL;
         #pragma omp for schedule(static)
         for (int ci = 0; ci < cs->cin; ci++) {
@@ -378,11 +385,10 @@ static void input_chunk(float *v, const float *in, const ConvShape *cs, const Ti
 /* out [cout, N, Ho, Wo] at the chunk's images = A' M of M [points][cout][T] */
 static void output_chunk(float *out, const float *m, const ConvShape *cs, const Tiling *t, int N,
                          int H, int W, int n0, int nc, float *threads) {
-    int64_t T = (int64_t)t->th * t->tw * nc, image = (int64_t)t->Ho * t->Wo;
-    size_t per_thread = thread_floats(cs, t, N, H, W);
+    int64_t T = chunk_tiles(t, nc), image = (int64_t)t->Ho * t->Wo;
     #pragma omp parallel
     {
-        float *rows = threads + omp_get_thread_num() * per_thread;
+        float *rows = thread_buffer(threads, cs, t, N, H, W);
         #pragma omp for schedule(static)
         for (int co = 0; co < cs->cout; co++)
             line_output(out + ((int64_t)co * N + n0) * image, image, m + co * T, cs->cout * T, t, nc, rows);
@@ -392,11 +398,10 @@ static void output_chunk(float *out, const float *m, const ConvShape *cs, const 
 /* dM [points][cout][T] = A dY of dout [cout, N, Ho, Wo] at the chunk's images */
 static void dout_chunk(float *dm, const float *dout, const ConvShape *cs, const Tiling *t, int N,
                        int H, int W, int n0, int nc, float *threads) {
-    int64_t T = (int64_t)t->th * t->tw * nc, image = (int64_t)t->Ho * t->Wo;
-    size_t per_thread = thread_floats(cs, t, N, H, W);
+    int64_t T = chunk_tiles(t, nc), image = (int64_t)t->Ho * t->Wo;
     #pragma omp parallel
     {
-        float *rows = threads + omp_get_thread_num() * per_thread;
+        float *rows = thread_buffer(threads, cs, t, N, H, W);
         #pragma omp for schedule(static)
         for (int co = 0; co < cs->cout; co++)
             line_output_backward(dm + co * T, cs->cout * T, dout + ((int64_t)co * N + n0) * image, image,
@@ -408,11 +413,10 @@ static void dout_chunk(float *dm, const float *dout, const ConvShape *cs, const 
  * through the pool first when pooled */
 static void din_chunk(float *din, const float *dv, const ConvShape *cs, const Tiling *t, int N,
                       int H, int W, int n0, int nc, float *threads, int pooled) {
-    int64_t T = (int64_t)t->th * t->tw * nc, ld = v_row(t, T), xi_stride = cs->cin * ld;
-    size_t per_thread = thread_floats(cs, t, N, H, W);
+    int64_t T = chunk_tiles(t, nc), ld = v_row(t, T), xi_stride = cs->cin * ld;
     #pragma omp parallel
     {
-        float *buf = threads + omp_get_thread_num() * per_thread;
+        float *buf = thread_buffer(threads, cs, t, N, H, W);
         float *pool = pooled ? buf + lines_floats(cs, t, N) : NULL;
         #pragma omp for schedule(static)
         for (int ci = 0; ci < cs->cin; ci++) {
@@ -456,11 +460,11 @@ void winograd_forward(float *out, const float *in, const float *weight, const Co
     Tiling t = tiling(cs, H, W);
     Scratch s = carve(scratch, cs, &t, N, 0);
     int step = chunk_images(cs, &t, N);
-    int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;
+    int64_t kernel = (int64_t)cs->cout * cs->cin;
     transform_kernel(s.u, weight, cs, &t);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
-        int64_t T = tiles * nc, ld = v_row(&t, T);
+        int64_t T = chunk_tiles(&t, nc), ld = v_row(&t, T);
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
         /* M_xi [cout, T] = sum over shifts sh of U_xi,sh V_xi (sh columns on) */
         gemms(&t, cs->cout, T, cs->cin, 0, (Mat){ s.u, t.shifts * kernel, kernel, cs->cin },
@@ -475,11 +479,11 @@ void winograd_backward(float *din, float *dweight, const float *dout, const floa
     Tiling t = tiling(cs, H, W);
     Scratch s = carve(scratch, cs, &t, N, 1);
     int step = chunk_images(cs, &t, N);
-    int64_t tiles = (int64_t)t.th * t.tw, kernel = (int64_t)cs->cout * cs->cin;
+    int64_t kernel = (int64_t)cs->cout * cs->cin;
     if (din) transform_kernel(s.u, weight, cs, &t);
     for (int n0 = 0; n0 < N; n0 += step) {
         int nc = N - n0 < step ? N - n0 : step;
-        int64_t T = tiles * nc, ld = v_row(&t, T);
+        int64_t T = chunk_tiles(&t, nc), ld = v_row(&t, T);
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
         dout_chunk(s.m, dout, cs, &t, N, H, W, n0, nc, s.threads);
         /* dU_xi,sh [cout, cin] (+)= dM_xi [cout, T] V_xi' (sh columns on) */
