@@ -24,7 +24,7 @@ LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
-.PHONY: all deps test-deps test check check-asan unit bats demo bench fuzz install clean
+.PHONY: all deps test-deps test check check-kernels check-asan unit bats demo bench fuzz install clean
 all: $(TOOLS:%=$(BUILD)/%) $(UNIT) $(BUILD)/bench-sgemm
 
 # Missing Debian packages are installed (as root); nothing happens when all are there.
@@ -51,11 +51,21 @@ unit: all
 bats: all
 	INCV3_BUILD=$(BUILD) bats tests/
 test: unit bats
-# The README's test command: install what is missing, build, run every test,
-# then all of them again under AddressSanitizer and UndefinedBehaviorSanitizer.
+# The README's test command: install what is missing, build, run every test, the
+# numeric ones again under another set of OpenBLAS kernels, then all of them again
+# under AddressSanitizer and UndefinedBehaviorSanitizer.
 check: test-deps
 	$(MAKE) test
+	$(MAKE) check-kernels
 	$(MAKE) check-asan
+
+# Bounds must hold for every correct set of kernels, not the one this machine or its
+# environment happens to pick (tests/helpers/other-kernels chooses the other).
+check-kernels: all
+	@kernels=$$(sh tests/helpers/other-kernels); \
+	echo "== numeric tests again with OPENBLAS_CORETYPE=$$kernels"; \
+	set -e; for t in $(UNIT); do OPENBLAS_CORETYPE=$$kernels $$t; done; \
+	OPENBLAS_CORETYPE=$$kernels INCV3_BUILD=$(BUILD) bats tests/parallel.bats
 
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # Leaks are checked in the unit tests; the tools keep their buffers until exit.

@@ -1,15 +1,25 @@
 #!/usr/bin/env bats
 # Data parallel: N workers equal one process with ghost batch norm; MPI equals local
 # workers; a dead worker stops the run.
+#
+# Two bars. Exact, under one set of OpenBLAS kernels and thread count: every worker
+# holds the same weights, bit for bit, and mpirun ranks compute bit for bit what local
+# workers compute. To rounding, anywhere: N workers against one process of batch N*b
+# differ only in the order of their sums, and how far that moves this network (which
+# amplifies rounding by orders of magnitude at initialisation) depends on the kernels.
+# So the bound is measured in the test itself: the one process again at another thread
+# count and under other OpenBLAS kernels ("the same math"), and the workers must stay
+# within a few times that noise per tensor (tests/helpers/equivalence.py). A worker
+# that trained alone is checked to land hundreds of times outside.
 
 load helpers/common
 
 DATA="$SAMPLE/data_batch_1.bin.zst"
-opts=(--width 0.125 --lr 0.002 --warmup 0 --quiet --threads 1)
+opts=(--width 0.125 --warmup 0 --quiet)
 
-# workers N STEPS: N workers of local batch 8 through allreduce-merge -> $T/w0.ckpt, $T/log0
+# workers N STEPS LR: N workers of local batch 8 through allreduce-merge -> $T/w0.ckpt
 workers() {
-    local n=$1 steps=$2 ins=() outs=() pids=()
+    local n=$1 steps=$2 lr=$3 ins=() outs=()
     for ((i = 0; i < n; i++)); do
         mkfifo "$T/g$i" "$T/m$i"; ins+=("$T/g$i"); outs+=("$T/m$i")
     done
@@ -18,74 +28,59 @@ workers() {
     unset IFS
     for ((i = 0; i < n; i++)); do
         cifar-decode -b 8 --limit $((8 * n * steps)) --shard $i/$n --shuffle 3 --drop-last "$DATA" \
-            | incv3-step -c "$T/w$i.ckpt" "${opts[@]}" --exchange "$T/g$i,$T/m$i" --log "$T/log$i" &
-        pids+=($!)
+            | incv3-step -c "$T/w$i.ckpt" "${opts[@]}" --lr "$lr" --threads 1 \
+                --exchange "$T/g$i,$T/m$i" --log "$T/log$i" &
     done
     wait
-    cmp "$T/w0.ckpt" "$T/w$((n - 1)).ckpt"      # every worker holds the same weights
+    for ((i = 1; i < n; i++)); do cmp "$T/w0.ckpt" "$T/w$i.ckpt"; done   # bit for bit
 }
 
-# single N STEPS: one process, batch 8N, BN in ghost groups of 8 -> $T/s.ckpt, $T/logs
+# single N STEPS LR NAME [env...]: one process, batch 8N, BN in ghost groups of 8
+# -> $T/NAME.ckpt; NAME "s" is the reference, the others its noise.
 single() {
-    cifar-decode -b $((8 * $1)) --limit $((8 * $1 * $2)) --shuffle 3 --drop-last "$DATA" \
-        | incv3-step -c "$T/s.ckpt" "${opts[@]}" --ghost-batch 8 --log "$T/logs"
+    local n=$1 steps=$2 lr=$3 name=$4 threads=1
+    shift 4
+    [ "$name" = s2 ] && threads=2
+    cifar-decode -b $((8 * n)) --limit $((8 * n * steps)) --shuffle 3 --drop-last "$DATA" \
+        | env "$@" incv3-step -c "$T/$name.ckpt" "${opts[@]}" --lr "$lr" --threads $threads \
+            --ghost-batch 8 --log "$T/log-$name"
 }
 
-compare() {
-    incv3-ckpt export "$T/w0.ckpt" "$T/w.st"
-    incv3-ckpt export "$T/s.ckpt" "$T/s.st"
-    "$PY" "$HELPERS/compare_weights.py" "$T/w.st" "$T/s.st" "$@"
+# OpenBLAS's generic kernels sum in another order than any tuned set.
+other_kernels() { [ "${OPENBLAS_CORETYPE:-}" = Prescott ] && echo Sandybridge || echo Prescott; }
+
+# equivalent N STEPS LR: N workers against one process, within the noise of the latter
+equivalent() {
+    local n=$1 steps=$2 lr=$3
+    rm -f "$T"/g* "$T"/m* "$T"/*.ckpt "$T"/log*
+    workers "$n" "$steps" "$lr"
+    single "$n" "$steps" "$lr" s
+    single "$n" "$steps" "$lr" s2
+    single "$n" "$steps" "$lr" sk OPENBLAS_CORETYPE="$(other_kernels)"
+    run "$PY" "$HELPERS/equivalence.py" "$T/s.ckpt" "$T/w0.ckpt" "$T/s2.ckpt" "$T/sk.ckpt"
+    echo "$n workers, $steps steps: $output" >&3
+    assert_success
 }
 
-# After one step every tensor agrees to float rounding (measured: < 1e-6).
-@test "2 and 3 workers after one step: the weights of one process with ghost BN, to 1e-5" {
-    for n in 2 3; do
-        rm -f "$T"/g* "$T"/m* "$T"/*.ckpt "$T"/log*
-        workers $n 1
-        single $n 1
-        run compare --tol 1e-5
-        echo "$n workers: $output" >&3
-        assert_success
-    done
+@test "2 and 3 workers after one step: one process with ghost BN, to its own rounding noise" {
+    for n in 2 3; do equivalent $n 1 0.002; done
+    # the check has teeth: worker 0 trained alone on its shard is far outside
+    cifar-decode -b 8 --limit 24 --shard 0/3 --shuffle 3 --drop-last "$DATA" \
+        | incv3-step -c "$T/alone.ckpt" "${opts[@]}" --lr 0.002 --threads 1 --log /dev/null
+    run "$PY" "$HELPERS/equivalence.py" "$T/s.ckpt" "$T/alone.ckpt" "$T/s2.ckpt" "$T/sk.ckpt" --ratio 40
+    echo "a worker alone: $output" >&3
+    assert_failure
+    [[ "$output" == *"learned: "*" x its noise (bound 40)"* ]]
 }
 
-# Over several steps the sums in another order grow: this network at initialisation
-# amplifies rounding strongly (PyTorch's own float32 and float64 runs part by percents
-# within steps; see tests/unit/test_conformance.c). So: losses per step to 1%, weights
-# to 15% relative L2 (a worker that trained alone, or a mean of the wrong thing, is off
-# by far more), BN biases (tiny, from cancelling sums) left to the loss.
-@test "2 and 3 workers over three steps: the same losses and weights as one process" {
-    for n in 2 3; do
-        rm -f "$T"/g* "$T"/m* "$T"/*.ckpt "$T"/log*
-        workers $n 3
-        single $n 3
-        run "$PY" - "$T/log0" "$T/logs" <<'PYEOF'
-import sys, json
-a = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"step"' in l]
-b = [json.loads(l)["loss"] for l in open(sys.argv[2]) if '"step"' in l]
-assert len(a) == len(b) == 3, (a, b)
-worst = max(abs(x - y) / y for x, y in zip(a, b))
-print("losses", a, b, "worst %.2g" % worst)
-sys.exit(0 if worst < 0.01 else 1)
-PYEOF
-        echo "$n workers: $output" >&3
-        assert_success
-        incv3-ckpt export "$T/w0.ckpt" "$T/w.st"
-        incv3-ckpt export "$T/s.ckpt" "$T/s.st"
-        run "$PY" - "$T/w.st" "$T/s.st" <<'PYEOF'
-import sys
-sys.path.insert(0, "tests/helpers")
-from compare_weights import load
-import numpy as np
-a, b = load(sys.argv[1]), load(sys.argv[2])
-worst = max(np.linalg.norm(a[k].astype(np.float64) - b[k]) / np.linalg.norm(b[k].astype(np.float64))
-            for k in a if k.endswith(("conv.weight", "linear.weight", "bn.weight", "running_mean", "running_var")))
-print("weights worst %.3g" % worst)
-sys.exit(0 if worst < 0.15 else 1)
-PYEOF
-        echo "$n workers: $output" >&3
-        assert_success
-    done
+# Steps after the first: at lr 0.002 rounding alone moves this network's updates by a
+# median 40% within three steps (chaos at initialisation, whatever sums the exchange
+# does), so the steps are compared at a learning rate small enough that each step's
+# gradients are taken at nearly the initial weights. What is checked is how the
+# exchange carries steps: the momentum (the gradients' running sum), BN statistics
+# averaged over workers, the step count.
+@test "2 and 3 workers over three steps: the momentum, statistics and step of one process" {
+    for n in 2 3; do equivalent $n 3 1e-6; done
 }
 
 @test "mpirun -np 2 gives the same weights as 2 local workers" {

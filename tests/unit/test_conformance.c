@@ -82,6 +82,7 @@ static double check_state(const Model *m, const char *prefix, int steps) {
 }
 
 int main(int argc, char **argv) {
+    tool_init("test_conformance", argc, argv);     /* the kernels the tools would run */
     const char *path = argc > 1 ? argv[1] : "tests/fixtures/conformance.tz";
     StreamReader *in = sr_open_path(path);
     while (nrecs < 4096 && sr_next(in, &recs[nrecs])) nrecs++;

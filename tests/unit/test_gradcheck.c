@@ -3,6 +3,7 @@
  * random r, in float with steps of 1e-2 (1e-3 through ReLU kinks) on O(1) inputs. */
 #include "check.h"
 #include "layers.h"
+#include "util.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -311,7 +312,8 @@ static void check_dropout_sgd(void) {
     CHECK(fabsf(buf[1] - 0.23f) < 1e-6f && fabsf(w[1] + 2.023f) < 1e-6f, "sgd step 1: %g %g", buf[1], w[1]);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    tool_init("test_gradcheck", argc, argv);       /* the kernels the tools would run */
     rng_seed(&rng, 42, 0);
     set_threads(1);
     check_conv("1x1", (ConvShape){ 4, 5, 1, 1, 1, 1, 0, 0 }, 3, 6, 6);
