@@ -1,5 +1,6 @@
 /* sgemm - OpenBLAS single-precision GEMM rate on this machine: the roofline of
- * training, since almost all of a step's FLOPs are GEMMs. Prints GFLOP/s. */
+ * training, since almost all of a step's FLOPs are GEMMs. Prints GFLOP/s and the
+ * kernels OpenBLAS ran. */
 #include "util.h"
 #include <cblas.h>
 #include <stdlib.h>
@@ -19,6 +20,6 @@ int main(int argc, char **argv) {
         double rate = 2.0 * n * n * (double)n / (now_seconds() - t) / 1e9;
         if (rate > best) best = rate;
     }
-    printf("%.1f\n", best);
+    printf("%.1f %s\n", best, openblas_get_corename());
     return 0;
 }

@@ -124,6 +124,25 @@ void print_version(void) {
     exit(0);
 }
 
+/* Vector width of an OpenBLAS kernel set, and of this CPU: 0 SSE, 1 AVX, 2 AVX2, 3 AVX-512. */
+static const char *const ISA_NAMES[] = { "SSE", "AVX", "AVX2", "AVX-512" };
+
+static int kernels_isa(const char *core) {
+    static const char *const avx512[] = { "skylakex", "cooperlake", "sapphirerapids" };
+    static const char *const avx2[] = { "haswell", "zen", "excavator" };
+    static const char *const avx[] = { "sandybridge", "bulldozer", "piledriver", "steamroller" };
+    for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++) if (!strcasecmp(core, avx512[i])) return 3;
+    for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; i++) if (!strcasecmp(core, avx2[i])) return 2;
+    for (size_t i = 0; i < sizeof avx / sizeof *avx; i++) if (!strcasecmp(core, avx[i])) return 1;
+    return 0;
+}
+
+static int cpu_isa(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 3 : __builtin_cpu_supports("avx2") ? 2
+         : __builtin_cpu_supports("avx") ? 1 : 0;
+}
+
 /* OpenBLAS 0.3.21 does not know some AVX-512 CPUs and silently falls back to
  * its generic Prescott kernels (~6x slower). The core type is read from the
  * environment when the library loads, so the fix is to set it and re-exec. */
@@ -133,18 +152,29 @@ static void blas_check_coretype(char **argv) {
     if (!core || (strcasecmp(core, "prescott") && strcasecmp(core, "core2") &&
                   strcasecmp(core, "nehalem") && strcasecmp(core, "unknown")))
         return;
-    __builtin_cpu_init();
-    const char *want = __builtin_cpu_supports("avx512f") ? "SkylakeX"
-                     : __builtin_cpu_supports("avx2") ? "Haswell" : NULL;
-    if (!want) return;
+    int isa = cpu_isa();
+    if (isa < 2) return;
+    const char *want = isa == 3 ? "SkylakeX" : "Haswell";
     if (!getenv("INCV3_QUIET_BLAS"))
         fprintf(stderr, "%s: note: OpenBLAS chose '%s' kernels on a CPU with %s; "
-                "re-running with OPENBLAS_CORETYPE=%s\n", tool_name, core,
-                strcmp(want, "SkylakeX") ? "AVX2" : "AVX-512", want);
+                "re-running with OPENBLAS_CORETYPE=%s\n", tool_name, core, ISA_NAMES[isa], want);
     setenv("OPENBLAS_CORETYPE", want, 1);
     setenv("INCV3_NO_REEXEC", "1", 1);     /* never loop */
     execv("/proc/self/exe", argv);
     /* exec failed: carry on slowly rather than not at all */
+}
+
+void blas_note_narrow_kernels(void) {
+    static int said;
+    const char *pin = getenv("OPENBLAS_CORETYPE");
+    if (said || !pin || getenv("INCV3_NO_REEXEC") || getenv("INCV3_QUIET_BLAS")) return;
+    said = 1;
+    const char *core = openblas_get_corename();
+    int have = kernels_isa(core ? core : ""), can = cpu_isa();
+    if (have >= can) return;
+    fprintf(stderr, "%s: note: OPENBLAS_CORETYPE=%s runs %s kernels on a CPU with %s: %s; "
+            "unset OPENBLAS_CORETYPE to use %s\n", tool_name, pin, ISA_NAMES[have], ISA_NAMES[can],
+            can - have == 1 ? "about half speed" : "several times slower", ISA_NAMES[can]);
 }
 
 void tool_init(const char *name, int argc, char **argv) {

@@ -284,6 +284,7 @@ int main(int argc, char **argv) {
         prof_push(PROF_INPUT);
         int N = prepare_batch(&b, &o.norm, K);
         prof_pop();
+        blas_note_narrow_kernels();          /* once, when GEMM work begins */
         if ((size_t)N * K > logits_cap) { logits_cap = (size_t)N * K; logits = xrealloc(logits, logits_cap * sizeof *logits); }
         if (o.eval) {
             model_eval(m, b.xf, N, logits);
