@@ -9,7 +9,10 @@ tiny=(--data "$SAMPLE" --width 0.125 --batch 32 --limit 256 --test-limit 100 --s
 weights() { incv3-ckpt export "$1" "$2"; }
 
 @test "a tiny run: log, checkpoints, curves and accuracy" {
-    train "${tiny[@]}" --epochs 2 --run "$T/run"
+    train "${tiny[@]}" --epochs 2 --run "$T/run" 2> "$T/stderr"
+    # stderr is no terminal here: still one line per epoch, with rate and ETA
+    run grep -c '^train: epoch [12]/2: train loss [0-9.]*, test top-1 [0-9.]*% (top-5 [0-9.]*%), [0-9.]* images/s, elapsed [0-9hms]*, ETA [0-9hms]*$' "$T/stderr"
+    assert_output 2
     for f in log.jsonl last.ckpt best.ckpt eval.json loss.png accuracy.png; do [ -s "$T/run/$f" ]; done
     [ "$(grep -c '"event":"step"' "$T/run/log.jsonl")" -eq 16 ]
     [ "$(grep -c '"event":"epoch"' "$T/run/log.jsonl")" -eq 2 ]
