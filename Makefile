@@ -3,7 +3,7 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 CC      ?= cc
 OPT     ?= -O3 -march=native
-PKGS    := libzstd libpng libcjson
+PKGS    := libzstd libpng libcjson libarchive
 # OpenBLAS's OpenMP build shares our OpenMP threads; the pthreads build would
 # spin its own threads against ours (2 cores: a third of the time lost).
 BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
@@ -77,7 +77,7 @@ check-asan:
 # libFuzzer (clang): each target for FUZZ_SECONDS from its committed seed corpus;
 # new finds land in build-fuzz/corpus-*, crashes in build-fuzz/crash-*.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := stream cifar safetensors
+FUZZ_TARGETS := stream cifar safetensors pickle
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ilib \
               -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 build-fuzz/%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)

@@ -40,6 +40,33 @@ expect_clean_failure() {
     assert_output --partial "fine label 100"
 }
 
+@test "every malformed pickle (forbidden globals, lies, bombs, truncations): one line with its byte, exit 1" {
+    count=0
+    for f in "$CORPUS"/pickle/*.pkl; do
+        expect_clean_failure cifar-decode "$T/out.tz" cifar-decode "$f" -o "$T/out.tz"
+        [[ "$output" == "cifar-decode: $f: "* ]] || fail "does not name $f: $output"
+        case "$(basename "$f")" in
+        meta-not-batch.pkl) ;;
+        *) [[ "$output" == *": byte "[0-9]*": "* ]] || fail "no byte offset: $output" ;;
+        esac
+        count=$((count + 1))
+    done
+    echo "$count malformed pickles" >&3
+    [ "$count" -ge 40 ]
+    run cifar-decode "$CORPUS/pickle/global-os-system.pkl"
+    assert_output "cifar-decode: $CORPUS/pickle/global-os-system.pkl: byte 2: global 'os.system' is not allowed (only NumPy's array rebuilders)"
+    # the same as a class-names file
+    "$PY" -c "
+import sys; sys.path.insert(0, '$HELPERS')
+from streams import record, END
+import numpy as np
+open('$T/l.tz', 'wb').write(record('logits', np.eye(10, dtype=np.float32)) + record('y', np.arange(10)) + END)"
+    run evaluate --names "$CORPUS/pickle/global-os-system.pkl" "$T/l.tz"
+    assert_failure 1
+    assert_one_line_error evaluate
+    assert_output --partial "global 'os.system' is not allowed"
+}
+
 @test "every malformed safetensors file: one line, exit 1, no checkpoint" {
     count=0
     for f in "$CORPUS"/safetensors/*.safetensors; do

@@ -1,4 +1,4 @@
-/* cifar-decode - CIFAR-10/100 binary batches to a tensor stream of batches. */
+/* cifar-decode - CIFAR-10/100 files as users have them to a tensor stream of batches. */
 #include "cifar.h"
 #include "stream.h"
 #include "util.h"
@@ -8,20 +8,24 @@
 
 static const char USAGE[] =
     "usage: cifar-decode [options] FILE...\n"
-    "Decode CIFAR-10 (or CIFAR-100) binary files, plain or .zst, into batches:\n"
-    "records idx (i64 [B], source record numbers), x (u8 [B,3,32,32]), y (i64 [B]).\n"
+    "Decode CIFAR-10 (or CIFAR-100) files into batches: records idx (i64 [B], source\n"
+    "record numbers), x (u8 [B,3,32,32]), y (i64 [B]). A FILE is a binary-version batch\n"
+    "(data_batch_1.bin, train.bin), a python-version pickle (data_batch_1, train), either\n"
+    "plain or .zst, or a downloaded tarball (cifar-10-python.tar.gz, ...), read in place.\n"
     "  -b, --batch N          images per batch (default 128)\n"
     "      --shuffle SEED     shuffle all records with a permutation from SEED and --epoch\n"
     "      --epoch E          epoch number for --shuffle (default 0)\n"
     "      --shard I/N        emit slice I of each global batch of N*B images\n"
     "      --limit N          use only the first N records of the files\n"
     "      --drop-last        omit a final incomplete (global) batch\n"
-    "      --cifar100 fine|coarse  the files are CIFAR-100; which label to emit\n"
+    "      --cifar100 fine|coarse  the files are CIFAR-100; which label to emit (python\n"
+    "                         versions and CIFAR-100 tarballs say so themselves: fine)\n"
+    "      --split train|test which batches of a tarball (default train)\n"
     "  -o, --output FILE      write to FILE atomically (default stdout)\n"
     "      --level L          zstd level (default 1)   --raw  uncompressed output\n"
     "  -h, --help             --version\n";
 
-enum { OPT_SHUFFLE = 256, OPT_EPOCH, OPT_SHARD, OPT_LIMIT, OPT_DROP, OPT_C100, OPT_LEVEL,
+enum { OPT_SHUFFLE = 256, OPT_EPOCH, OPT_SHARD, OPT_LIMIT, OPT_DROP, OPT_C100, OPT_SPLIT, OPT_LEVEL,
        OPT_RAW, OPT_VERSION };
 
 int main(int argc, char **argv) {
@@ -30,13 +34,14 @@ int main(int argc, char **argv) {
         { "batch", required_argument, 0, 'b' }, { "shuffle", required_argument, 0, OPT_SHUFFLE },
         { "epoch", required_argument, 0, OPT_EPOCH }, { "shard", required_argument, 0, OPT_SHARD },
         { "limit", required_argument, 0, OPT_LIMIT }, { "drop-last", no_argument, 0, OPT_DROP },
-        { "cifar100", required_argument, 0, OPT_C100 }, { "output", required_argument, 0, 'o' },
+        { "cifar100", required_argument, 0, OPT_C100 }, { "split", required_argument, 0, OPT_SPLIT },
+        { "output", required_argument, 0, 'o' },
         { "level", required_argument, 0, OPT_LEVEL }, { "raw", no_argument, 0, OPT_RAW },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
     long long batch = 128, epoch = 0, limit = -1;
     unsigned long long seed = 0;
     int shuffle = 0, shard_i = 0, shard_n = 1, drop_last = 0, cifar100 = 0, fine = 1;
-    int raw = 0, level = DEFAULT_ZSTD_LEVEL, c;
+    int raw = 0, level = DEFAULT_ZSTD_LEVEL, test_split = 0, c;
     const char *out_path = NULL;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "b:o:h", longopts, NULL)) != -1) {
@@ -53,6 +58,11 @@ int main(int argc, char **argv) {
             else if (!strcmp(optarg, "coarse")) fine = 0;
             else usage_die("--cifar100: '%s' is neither fine nor coarse", optarg);
             break;
+        case OPT_SPLIT:
+            if (!strcmp(optarg, "train")) test_split = 0;
+            else if (!strcmp(optarg, "test")) test_split = 1;
+            else usage_die("--split: '%s' is neither train nor test", optarg);
+            break;
         case 'o': out_path = optarg; break;
         case OPT_LEVEL: level = parse_level(optarg); break;
         case OPT_RAW: raw = 1; break;
@@ -66,11 +76,7 @@ int main(int argc, char **argv) {
     /* Gather every record of every file, in order, validating as we go. */
     CifarSet set;
     cifar_init(&set, cifar100, fine);
-    for (int a = optind; a < argc; a++) {
-        size_t len;
-        const unsigned char *buf = read_whole_file(argv[a], &len);   /* lives until exit */
-        cifar_add(&set, buf, len, argv[a]);
-    }
+    for (int a = optind; a < argc; a++) cifar_add_path(&set, argv[a], test_split);
     const size_t pixels = CIFAR_PIXELS;
     size_t count = limit >= 0 && (size_t)limit < set.count ? (size_t)limit : set.count;
 
@@ -92,7 +98,7 @@ int main(int argc, char **argv) {
     char meta[512];
     int mlen = snprintf(meta, sizeof meta,
                         "format=%s\nrecords=%zu\nbatches=%zu\nbatch_size=%lld\nepoch=%lld\nshard=%d/%d\n"
-                        "classes=%d\n", cifar100 ? "cifar100" : "cifar10", count, batches, batch,
+                        "classes=%d\n", set.cifar100 ? "cifar100" : "cifar10", count, batches, batch,
                         epoch, shard_i, shard_n, set.classes);
     int64_t mdim = mlen;
     sw_write(out.w, "meta", DT_U8, 1, &mdim, meta);

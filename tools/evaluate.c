@@ -1,4 +1,5 @@
 /* evaluate - accuracy, loss, per-class accuracy and confusion matrix from logits + y. */
+#include "cifar.h"
 #include "layers.h"
 #include "stream.h"
 #include "util.h"
@@ -11,7 +12,8 @@ static const char USAGE[] =
     "Read records logits (f32 [B,K]) and y (labels [B]) and report top-1 and top-5\n"
     "accuracy, mean cross-entropy loss, per-class accuracy and the confusion matrix\n"
     "(rows: true class, columns: predicted).\n"
-    "      --names FILE   class names, one per line (e.g. batches.meta.txt)\n"
+    "      --names FILE   class names: text, one per line (batches.meta.txt), a python-\n"
+    "                     version meta file (batches.meta, meta) or a CIFAR tarball\n"
     "      --json         one JSON object instead of the table\n"
     "  -h, --help  --version\n";
 
@@ -81,14 +83,10 @@ int main(int argc, char **argv) {
     sr_close(in);
     if (!total) die("no logits and labels in the input");
     char **names = xcalloc(K, sizeof *names);
-    if (names_path) {
-        size_t len;
-        char *text = (char *)read_whole_file(names_path, &len);
-        text = xrealloc(text, len + 1);
-        text[len] = 0;
-        int k = 0;
-        for (char *line = strtok(text, "\n"); line && k < K; line = strtok(NULL, "\n"))
-            if (*line) names[k++] = line;
+    if (names_path) {       /* CIFAR-100's 20 classes are its coarse ones */
+        int count;
+        char **read = cifar_label_names(names_path, K == 20, &count);
+        for (int k = 0; k < K && k < count; k++) names[k] = read[k];
     }
     char fallback[32];
     if (json) {

@@ -13,6 +13,7 @@ import numpy as np
 
 sys.path.insert(0, "tests/helpers")
 from streams import END, header, record  # noqa: E402
+from pickles import Py2Writer  # noqa: E402
 
 
 def write(path, data):
@@ -36,6 +37,70 @@ def cifar(n, labels=None, size=3073):
 def safetensors(entries, blob=b"", raw_header=None):
     h = raw_header if raw_header is not None else json.dumps(entries).encode()
     return struct.pack("<Q", len(h)) + h + blob
+
+
+def cifar_dict(n=3, labels=None, shape=None, key=b"labels"):
+    pixels = np.random.default_rng(n).integers(0, 256, shape or (n, 3072), dtype=np.uint8)
+    return {b"data": pixels, key: labels if labels is not None else [i % 10 for i in range(n)],
+            b"batch_label": b"training batch 1 of 5", b"filenames": [b"a_%d.png" % i for i in range(n)]}
+
+
+def py2(d):
+    return Py2Writer().dict(d)
+
+
+def valid_pickles():
+    import pickle
+    d = cifar_dict()
+    out = {"py2": py2(d), "meta": py2({b"label_names": [b"airplane", b"automobile"]})}
+    for proto in (2, 3, 4, 5):
+        out["p%d" % proto] = pickle.dumps(d, protocol=proto)
+    return out
+
+
+def malformed_pickles():
+    import pickle
+    base = py2(cifar_dict())
+    raw_at = base.index(b"T\x00\x24\x00\x00")          # BINSTRING of the 9216 pixel bytes
+    out = {
+        "global-os-system": b"\x80\x02cos\nsystem\nq\x01U\x02lsq\x02\x85q\x03Rq\x04.",
+        "global-builtins-eval": b"\x80\x02cbuiltins\neval\nU\x011\x85R.",
+        "stack-global-posix-system": b"\x80\x04\x8c\x05posix\x8c\x06system\x93\x8c\x02ls\x85R.",
+        "binstring-length-lies": base[:raw_at] + b"T\x00\x00\x01\x00" + base[raw_at + 5:],
+        "binstring-negative-length": base[:raw_at] + b"T\xff\xff\xff\xff" + base[raw_at + 5:],
+        "length-claims-2-gib": b"\x80\x02}(U\x04dataT\xff\xff\xff\x7f" + bytes(100),
+        "binbytes8-claims-1-tib": b"\x80\x04\x8e" + (1 << 40).to_bytes(8, "little") + bytes(100),
+        "memo-index-never-written": b"\x80\x02}q\x01(U\x04datah\xc8u.",
+        "nesting-bomb-marks": b"\x80\x02" + b"(" * 100000 + b".",
+        "nesting-bomb-lists": b"\x80\x02]" + b"]a" * 100000 + b".",
+        "dict-without-data": py2({b"labels": [1, 2], b"batch_label": b"x"}),
+        "not-a-dict": b"\x80\x02]q\x01.",
+        "empty-stack-stop": b"\x80\x02.",
+        "shape-not-Nx3072": py2(cifar_dict(shape=(3, 3071))),
+        "shape-one-dimension": py2(cifar_dict(shape=(3072,), labels=[1])),
+        "labels-out-of-range": py2(cifar_dict(labels=[1, 2, 10])),
+        "labels-negative": py2(cifar_dict(labels=[1, -2, 3])),
+        "fewer-labels-than-images": py2(cifar_dict(labels=[1, 2])),
+        "labels-not-integers": py2(cifar_dict(labels=[b"a", b"b", b"c"])),
+        "no-labels": py2(cifar_dict(key=b"other")),
+        "unknown-opcode-inst": base[:2] + b"i" + base[2:],
+        "unknown-opcode-zero": base[:-1] + b"\x00.",
+        "fortran-order": base[:raw_at - 1] + b"\x88" + base[raw_at:],
+        "dtype-float32": base.replace(b"U\x02u1", b"U\x02f4", 1),
+        "bytes-after-stop": base + b"garbage",
+        "truncated-header": base[:1],
+        "latin1-above-ff": b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00\xc4\x80X\x06\x00\x00\x00latin1\x86R.",
+        "reduce-of-a-string": b"\x80\x02U\x01a)R.",
+        "protocol-1": b"\x80\x01}.",
+        "setitems-odd": b"\x80\x02}(U\x04datau.",
+        "append-to-dict": b"\x80\x02}K\x01a.",
+        "meta-not-batch": py2({b"label_names": [b"cat"]}),
+        "bytearray8-length-lies": pickle.dumps(cifar_dict(), protocol=5).replace(
+            b"\x96\x00\x24\x00\x00", b"\x96\x00\x23\x00\x00", 1),
+    }
+    for cut in (2, 3, 40, 120, 300, raw_at + 3, len(base) // 2, len(base) - 60, len(base) - 1):
+        out["truncated-at-%d" % cut] = base[:cut]
+    return out
 
 
 def main():
@@ -96,6 +161,11 @@ def main():
     }
     for name, data in st.items():
         write("tests/corpus/safetensors/%s.safetensors" % name, data)
+    for name, data in malformed_pickles().items():
+        write("tests/corpus/pickle/%s.pkl" % name, data)
+        write("tests/fuzz/corpus/pickle/%s.pkl" % name, data[:20000])
+    for name, data in valid_pickles().items():
+        write("tests/fuzz/corpus/pickle/valid-%s.pkl" % name, data)
     # seeds for the fuzzers: valid inputs beside the malformed ones
     write("tests/fuzz/corpus/stream/valid-zstd.tz", good)
     write("tests/fuzz/corpus/stream/valid-raw.tz", x + y + END)
