@@ -79,7 +79,7 @@ weights() { incv3-ckpt export "$1" "$2"; }
     mkdir "$T/empty"
     run train --data "$T/empty"
     assert_failure 1
-    assert_output --partial "no data_batch"
+    assert_output --partial "no training batches in"
 }
 
 @test "the augmentation stage can be a Python filter or cat, and both train" {
