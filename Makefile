@@ -77,10 +77,10 @@ check-asan:
 # libFuzzer (clang): each target for FUZZ_SECONDS from its committed seed corpus;
 # new finds land in build-fuzz/corpus-*, crashes in build-fuzz/crash-*.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := stream cifar safetensors pickle
+FUZZ_TARGETS := stream cifar safetensors pickle npy checkpoint evaluate
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ilib \
               -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-build-fuzz/%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)
+build-fuzz/%: tests/fuzz/fuzz_%.c tests/fuzz/memstream.h $(LIB_SRC) $(wildcard lib/*.h)
 	@mkdir -p build-fuzz
 	clang $(FUZZ_FLAGS) -fopenmp -o $@ $< $(LIB_SRC) $(LDLIBS)
 fuzz: test-deps $(FUZZ_TARGETS:%=build-fuzz/%)

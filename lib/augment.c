@@ -75,6 +75,10 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
     if (s->norm.on && (in->dtype != DT_U8 || C != 3))
         die("record 'x' at byte %llu: --normalize needs u8 images with 3 channels",
             (unsigned long long)in->offset);
+    if (in->nelem == 0) {       /* however many images of no pixels: nothing to do */
+        record_shape(out, "x", s->norm.on ? DT_F32 : in->dtype, 4, in->dims);
+        return;
+    }
     int geometric = s->crop || s->flip || s->rotate_deg > 0;
     size_t esize = dtype_size(in->dtype);
     /* geometric ops at the input's element size, then normalise; the buffers

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The largest safetensors file read: a width-4 model is 1.4 GB. */
+#define MAX_SAFETENSORS_BYTES ((size_t)2 << 30)
+
 /* One tensor of the PyTorch state_dict: a parameter or a BN buffer. */
 typedef struct {
     char name[112];
@@ -121,50 +124,90 @@ static void fill_entry(const char *path, const Entry *e, const Record *r, const 
 
 Model *checkpoint_load(const char *path, TrainState *st) {
     StreamReader *in = sr_open_path(path);
-    Record r = { 0 };
-    if (!sr_next(in, &r) || strcmp(r.name, "incv3.checkpoint") || r.dtype != DT_U8 || r.rank != 1 || r.nbytes > 4096)
+    Model *m = checkpoint_read(in, path, st);
+    sr_close(in);
+    return m;
+}
+
+/* What a load holds while it reads: all of it is freed however the load ends. */
+typedef struct {
+    Record r;
+    Model *m;
+    Entry *e;
+    char *seen;
+} Loading;
+
+static void read_checkpoint(StreamReader *in, const char *path, TrainState *st, Loading *l);
+
+static void loading_free(Loading *l, int keep_model) {
+    record_free(&l->r);
+    free(l->e);
+    free(l->seen);
+    if (!keep_model) model_free(l->m);
+    free(l);
+}
+
+Model *checkpoint_read(StreamReader *in, const char *path, TrainState *st) {
+    /* On the heap, so that it is intact after a longjmp. */
+    Loading *l = xcalloc(1, sizeof *l);
+    /* Where die() jumps instead of exiting (the fuzzer), nothing leaks. */
+    jmp_buf *outer = die_jump, here;
+    if (outer) {
+        if (setjmp(here)) {
+            die_jump = outer;
+            loading_free(l, 0);
+            longjmp(*outer, EXIT_DATA);
+        }
+        die_jump = &here;
+    }
+    read_checkpoint(in, path, st, l);
+    die_jump = outer;
+    Model *m = l->m;
+    loading_free(l, 1);
+    return m;
+}
+
+static void read_checkpoint(StreamReader *in, const char *path, TrainState *st, Loading *l) {
+    Record *r = &l->r;
+    if (!sr_next(in, r) || strcmp(r->name, "incv3.checkpoint") || r->dtype != DT_U8 || r->rank != 1 || r->nbytes > 4096)
         die("%s: not an incv3 checkpoint (no incv3.checkpoint record first)", path);
     char text[4097];
-    memcpy(text, r.data, r.nbytes); text[r.nbytes] = 0;
-    ModelConfig cfg = { (int)config_number(path, text, "classes", 1, 100000),
+    memcpy(text, r->data, r->nbytes); text[r->nbytes] = 0;
+    ModelConfig cfg = { (int)config_number(path, text, "classes", 1, MAX_CLASSES),
                         config_number(path, text, "width", 1e-3, 4),
                         (int)config_number(path, text, "aux", 0, 1), 0.5f };
     st->step = (uint64_t)config_number(path, text, "step", 0, 1e18);
     st->seed = (uint64_t)config_number(path, text, "seed", 0, 1.8e19);
-    Model *m = model_create(&cfg);
+    Model *m = l->m = model_create(&cfg);
     int n;
-    Entry *e = state_entries(m, &n);
-    char *seen = xcalloc(n + m->nparams, 1);
-    while (sr_next(in, &r)) {
+    Entry *e = l->e = state_entries(m, &n);
+    char *seen = l->seen = xcalloc(n + m->nparams, 1);
+    while (sr_next(in, r)) {
         int found = 0;
-        if (!strncmp(r.name, "momentum.", 9)) {
-            int i = model_find_param(m, r.name + 9);
+        if (!strncmp(r->name, "momentum.", 9)) {
+            int i = model_find_param(m, r->name + 9);
             if (i >= 0) {
                 Entry me = { "", DT_F32, m->pinfo[i].rank, { 0 }, m->momentum + m->pinfo[i].offset, 0 };
                 memcpy(me.dims, m->pinfo[i].dims, sizeof me.dims);
-                if (seen[n + i]++) die("%s: tensor '%s' appears twice", path, r.name);
-                fill_entry(path, &me, &r, "momentum");
+                if (seen[n + i]++) die("%s: tensor '%s' appears twice", path, r->name);
+                fill_entry(path, &me, r, "momentum");
                 found = 1;
             }
         } else {
             for (int i = 0; i < n && !found; i++)
-                if (!strcmp(e[i].name, r.name)) {
-                    if (seen[i]++) die("%s: tensor '%s' appears twice", path, r.name);
-                    fill_entry(path, &e[i], &r, "tensor");
+                if (!strcmp(e[i].name, r->name)) {
+                    if (seen[i]++) die("%s: tensor '%s' appears twice", path, r->name);
+                    fill_entry(path, &e[i], r, "tensor");
                     found = 1;
                 }
         }
         if (!found) die("%s: unexpected tensor '%s' for a model of %d classes, width %g%s", path,
-                        r.name, cfg.classes, cfg.width, cfg.aux ? ", aux" : "");
+                        r->name, cfg.classes, cfg.width, cfg.aux ? ", aux" : "");
     }
     for (int i = 0; i < n + m->nparams; i++)
         if (!seen[i])
             die("%s: checkpoint lacks %s'%s'", path, i < n ? "" : "momentum of ",
                 i < n ? e[i].name : m->pinfo[i - n].name);
-    free(seen); free(e);
-    record_free(&r);
-    sr_close(in);
-    return m;
 }
 
 /* ---------------- safetensors ---------------- */
@@ -286,9 +329,16 @@ Model *safetensors_parse(const unsigned char *buf, size_t len, const char *label
         if (!strcmp(ts[i].name, "linear.weight")) lin = &ts[i];
         if (!strncmp(ts[i].name, "AuxLogits.", 10)) aux = 1;
     }
-    if (!lin || lin->rank != 2 || lin->dims[0] < 1 || lin->dims[0] > 100000)
+    if (!lin || lin->rank != 2 || lin->dims[0] < 1 || lin->dims[0] > MAX_CLASSES)
         die("%s: no usable linear.weight (is this an InceptionV3 state_dict?)", label);
     ModelConfig cfg = { reinit_classes > 0 ? reinit_classes : (int)lin->dims[0], width > 0 ? width : 1.0, aux, 0.5f };
+    /* memory follows the data: a header that claims a model far larger than its
+     * tensors fails before the model is allocated (a small one is built, so that the
+     * error can name the tensor that does not fit) */
+    size_t need = model_state_floats(&cfg) * sizeof(float);
+    if (reinit_classes <= 0 && data_len < need && need > ((size_t)64 << 20))
+        die("%s: holds %zu bytes of tensors; a model of %d classes at width %g needs %zu", label, data_len,
+            cfg.classes, cfg.width, need);
     Model *m = model_create(&cfg);
     model_init(m, seed);        /* the classifiers keep these when re-initialised */
     int n;
@@ -328,7 +378,7 @@ Model *safetensors_parse(const unsigned char *buf, size_t len, const char *label
 
 Model *safetensors_import(const char *path, double width, int reinit_classes, uint64_t seed) {
     size_t len;
-    unsigned char *buf = read_whole_file(path, &len);
+    unsigned char *buf = read_whole_file(path, &len, MAX_SAFETENSORS_BYTES);
     Model *m = safetensors_parse(buf, len, path, width, reinit_classes, seed);
     free(buf);
     return m;

@@ -16,6 +16,8 @@ typedef struct {
 void checkpoint_save(const char *path, const Model *m, const TrainState *st);
 /* Loads path; dies naming the file and tensor on any mismatch. */
 Model *checkpoint_load(const char *path, TrainState *st);
+/* The same from an open stream; label names it in errors. */
+Model *checkpoint_read(StreamReader *in, const char *label, TrainState *st);
 
 /* Parameters and BN buffers as safetensors with PyTorch names (metadata
  * records the width). */

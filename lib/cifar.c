@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* No CIFAR file comes near this; a member that does is a bomb, not a batch. */
-#define MAX_MEMBER_BYTES ((size_t)1 << 30)
+/* No CIFAR file comes near this (the largest, CIFAR-100's training set, is 155 MB);
+ * one that does is a bomb or /dev/zero, not a batch. */
+#define MAX_CIFAR_FILE_BYTES ((size_t)512 << 20)
+#define MAX_NAMES_BYTES ((size_t)1 << 20)
 
 static void set_format(CifarSet *s, int cifar100, int fine) {
     s->cifar100 = cifar100;
@@ -126,7 +128,9 @@ static Member *archive_members(const char *path, const unsigned char *mem, size_
         size_t cap = 0;
         for (;;) {
             if (m.len == cap) {
-                if (cap == MAX_MEMBER_BYTES) die("%s: %s is larger than any CIFAR file (1 GiB)", path, name);
+                if (cap >= MAX_CIFAR_FILE_BYTES)
+                    die("%s: %s is larger than %zu MiB, more than any CIFAR file holds", path, name,
+                        MAX_CIFAR_FILE_BYTES >> 20);
                 cap = cap ? 2 * cap : 1 << 20;
                 m.data = xrealloc(m.data, cap);
             }
@@ -196,7 +200,7 @@ void cifar_add_path(CifarSet *s, const char *path, int test_split) {
         return;
     }
     size_t len;
-    unsigned char *buf = read_whole_file(path, &len);        /* zstd undone: maybe a .tar.zst */
+    unsigned char *buf = read_whole_file(path, &len, MAX_CIFAR_FILE_BYTES);   /* maybe a .tar.zst */
     s->buffers = xrealloc(s->buffers, (s->nbuffers + 1) * sizeof *s->buffers);
     s->buffers[s->nbuffers++] = buf;
     if (is_archive(buf, len)) add_members(s, path, buf, len, test_split);
@@ -268,7 +272,7 @@ char **cifar_label_names(const char *path, int coarse, int *count) {
         return names;
     }
     size_t len;
-    unsigned char *buf = read_whole_file(path, &len);
+    unsigned char *buf = read_whole_file(path, &len, MAX_NAMES_BYTES);
     char **names = names_from(buf, len, path, coarse, count);
     free(buf);
     return names;

@@ -321,9 +321,10 @@ static void plan_groups(Model *m) {
     free(op_of);
 }
 
-Model *model_create(const ModelConfig *cfg) {
-    if (cfg->classes < 1 || !(cfg->width > 0) || cfg->width > 4)
-        die("invalid model: %d classes, width %g", cfg->classes, cfg->width);
+/* The model's layout (layers, parameters, buffers) without its big arrays. */
+static Model *model_plan(const ModelConfig *cfg) {
+    if (cfg->classes < 1 || cfg->classes > MAX_CLASSES || !(cfg->width > 0) || cfg->width > 4)
+        die("invalid model: %d classes (1 to %d), width %g (up to 4)", cfg->classes, MAX_CLASSES, cfg->width);
     Model *m = xcalloc(1, sizeof *m);
     m->cfg = *cfg;
     m->input = add_tensor(m, 3, 32, 32, -1, 0);
@@ -362,6 +363,21 @@ Model *model_create(const ModelConfig *cfg) {
     plan_groups(m);
     plan_gradients(m);
     plan_slots(m);
+    return m;
+}
+
+size_t model_state_floats(const ModelConfig *cfg) {
+    Model *m = model_plan(cfg);
+    size_t n = m->nparam_floats + m->nbuffer_floats;
+    model_free(m);
+    return n;
+}
+
+Model *model_create(const ModelConfig *cfg) {
+    Model *m = model_plan(cfg);
+    if (m->nparam_floats > MAX_MODEL_PARAMS)
+        die("a model of %d classes at width %g has %zu parameters, over the %d million incv3 allocates",
+            cfg->classes, cfg->width, m->nparam_floats, MAX_MODEL_PARAMS / 1000000);
     m->act_scale = xcalloc(m->affine_channels, sizeof *m->act_scale);
     m->act_shift = xcalloc(m->affine_channels, sizeof *m->act_shift);
     m->params = xcalloc(m->nparam_floats, sizeof *m->params);

@@ -85,8 +85,16 @@ typedef struct {
 } Model;
 
 int scale_channels(int c, double width);
-/* Builds the graph and allocates (zeroed) parameters; call model_init to fill them. */
+/* Limits of a model that incv3 builds: checked before anything large is allocated,
+ * so a header that claims a huge model fails at once. 400 million parameters are
+ * width 4 at up to about 5,000 classes, or width 1 at 100,000. */
+#define MAX_CLASSES 100000
+#define MAX_MODEL_PARAMS 400000000
+/* Builds the graph and allocates (zeroed) parameters; call model_init to fill them.
+ * Dies naming the limit on a model over MAX_MODEL_PARAMS. */
 Model *model_create(const ModelConfig *cfg);
+/* Floats of the state_dict (parameters and BN buffers) of such a model, without building it. */
+size_t model_state_floats(const ModelConfig *cfg);
 void model_free(Model *m);
 /* PyTorch's default initialisation (U(+-1/sqrt(fan_in)), BN gamma 1 beta 0) from seed. */
 void model_init(Model *m, uint64_t seed);

@@ -102,10 +102,13 @@ void npy_parse(const unsigned char *buf, size_t len, const char *path, const cha
             while (!peek(&c, ')')) {
                 skip_ws(&c);
                 if (rank == MAX_RANK) die("%s: .npy array has more than %d dimensions", path, MAX_RANK);
-                char *e;
-                long long d = strtoll(c.p, &e, 10);
-                if (e == c.p || e > c.end || d < 0) die("%s: malformed .npy shape", path);
-                c.p = e;
+                /* digits within the header only: strtoll would read past its end */
+                int64_t d = 0;
+                const char *start_digits = c.p;
+                for (; c.p < c.end && *c.p >= '0' && *c.p <= '9'; c.p++)
+                    if (__builtin_mul_overflow(d, 10, &d) || __builtin_add_overflow(d, *c.p - '0', &d))
+                        die("%s: .npy dimension overflows", path);
+                if (c.p == start_digits) die("%s: malformed .npy shape", path);
                 dims[rank++] = d;
                 if (!peek(&c, ',')) break;
                 c.p++;
@@ -127,5 +130,5 @@ void npy_parse(const unsigned char *buf, size_t len, const char *path, const cha
     if (len - data != nbytes)
         die("%s: .npy data has %zu bytes, the header says %llu", path, len - data, (unsigned long long)nbytes);
     record_shape(rec, name, dtype, rank, dims);
-    memcpy(rec->data, buf + data, nbytes);
+    if (nbytes) memcpy(rec->data, buf + data, nbytes);
 }

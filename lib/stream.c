@@ -23,12 +23,31 @@ size_t dtype_size(int dt) { return dt >= 0 && dt < DT_COUNT ? DTYPE_SIZES[dt] : 
 
 void record_free(Record *r) { free(r->data); memset(r, 0, sizeof *r); }
 
+/* Element count of a shape: 0 if any dimension is (however large the others), else
+ * their product; returns 0 when a dimension is negative or the count passes INT64_MAX. */
+static int shape_elements(int rank, const int64_t *dims, uint64_t *count) {
+    uint64_t n = 1;
+    int zero = 0;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 0) return 0;
+        zero |= dims[i] == 0;
+    }
+    for (int i = 0; i < rank && !zero; i++)
+        if (__builtin_mul_overflow(n, (uint64_t)dims[i], &n) || n > INT64_MAX) return 0;
+    *count = zero ? 0 : n;
+    return 1;
+}
+
 void record_shape(Record *r, const char *name, int dtype, int rank, const int64_t *dims) {
+    uint64_t nelem, nbytes;
+    if (!shape_elements(rank, dims, &nelem) || __builtin_mul_overflow(nelem, (uint64_t)dtype_size(dtype), &nbytes) ||
+        nbytes > MAX_RECORD_BYTES)
+        die("record '%s': its shape holds more than the %llu-byte cap", name, (unsigned long long)MAX_RECORD_BYTES);
     snprintf(r->name, sizeof r->name, "%s", name);
     r->dtype = dtype; r->rank = rank;
-    r->nelem = 1;
-    for (int i = 0; i < rank; i++) { r->dims[i] = dims[i]; r->nelem *= dims[i]; }
-    r->nbytes = (size_t)r->nelem * dtype_size(dtype);
+    memcpy(r->dims, dims, rank * sizeof *dims);
+    r->nelem = (int64_t)nelem;
+    r->nbytes = nbytes;
     if (r->cap < r->nbytes) { r->data = xrealloc(r->data, r->nbytes); r->cap = r->nbytes; }
 }
 
@@ -228,14 +247,11 @@ int sr_next(StreamReader *r, Record *rec) {
         unsigned char db[8 * MAX_RANK];
         if (read_bytes(r, db, 8 * (size_t)rank) < 8 * (size_t)rank)
             die("%s: record '%s' at byte %llu: truncated header", r->label, name, (unsigned long long)at);
-        uint64_t nelem = 1;
-        for (int i = 0; i < rank; i++) {
-            uint64_t d = le64(db + 8 * i);
-            if (d > INT64_MAX || __builtin_mul_overflow(nelem, d, &nelem))
-                die("%s: record '%s' at byte %llu: element count overflows", r->label, name,
-                    (unsigned long long)at);
-            rec->dims[i] = (int64_t)d;
-        }
+        uint64_t nelem;
+        for (int i = 0; i < rank; i++) rec->dims[i] = (int64_t)le64(db + 8 * i);
+        if (!shape_elements(rank, rec->dims, &nelem))
+            die("%s: record '%s' at byte %llu: element count overflows", r->label, name,
+                (unsigned long long)at);
         uint64_t nbytes;
         if (__builtin_mul_overflow(nelem, (uint64_t)dtype_size(dtype), &nbytes) ||
             nbytes > MAX_RECORD_BYTES)

@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,11 +24,30 @@ const char *tool_name = "incv3";
 
 /* Temporary files that must vanish if the process dies before committing. */
 #define MAX_PENDING 16
-static AtomicFile *pending[MAX_PENDING];
+static AtomicFile *volatile pending[MAX_PENDING];
 
 static void remove_pending(void) {
     for (int i = 0; i < MAX_PENDING; i++)
         if (pending[i]) { unlink(pending[i]->tmp); pending[i] = NULL; }
+}
+
+/* SIGINT, SIGTERM, SIGHUP: remove the temporary files, say so in one line, then die
+ * of the signal as if unhandled (the shell sees the usual status). Only
+ * async-signal-safe calls. */
+static void on_fatal_signal(int sig) {
+    int removed = 0;
+    for (int i = 0; i < MAX_PENDING; i++) {
+        AtomicFile *a = pending[i];
+        if (a && a->tmp) { unlink(a->tmp); removed = 1; }
+    }
+    if (removed) {
+        const char *parts[] = { tool_name, ": interrupted by ", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP",
+                                "; nothing was written\n" };
+        for (size_t k = 0; k < sizeof parts / sizeof *parts; k++)
+            if (write(2, parts[k], strlen(parts[k])) < 0) break;
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 static void vmsg(const char *fmt, va_list ap) {
@@ -119,9 +140,20 @@ void bad_option(char **argv) {
     usage_die("invalid option or missing value: %s (see --help)", arg ? arg : "?");
 }
 
+/* Standard output fully written, or a one-line error and exit 1 (--help > /dev/full). */
+static __attribute__((noreturn)) void finish_stdout(void) {
+    if (fflush(stdout) || ferror(stdout)) die("cannot write standard output: %s", strerror(errno ? errno : EIO));
+    exit(0);
+}
+
 void print_version(void) {
     printf("%s (incv3) %s\n", tool_name, INCV3_VERSION);
-    exit(0);
+    finish_stdout();
+}
+
+void print_help(const char *usage) {
+    fputs(usage, stdout);
+    finish_stdout();
 }
 
 /* Vector width of an OpenBLAS kernel set, and of this CPU: 0 SSE, 1 AVX, 2 AVX2, 3 AVX-512. */
@@ -185,12 +217,86 @@ void tool_init(const char *name, int argc, char **argv) {
 
 /* ---- atomic files ---- */
 
+/* Temporary files PATH.tmp.PID of ours whose writer died (SIGKILL, power): a process
+ * that no longer exists will never commit them. */
+static void remove_stale_temps(const char *path) {
+    char *copy = xstrdup(path), *copy2 = xstrdup(path);
+    const char *dir = dirname(copy), *base = basename(copy2);
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            const char *n = e->d_name, *p = n + blen + 5;
+            if (strncmp(n, base, blen) || strncmp(n + blen, ".tmp.", 5) || !*p) continue;
+            char *end;
+            long pid = strtol(p, &end, 10);
+            if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+            size_t len = strlen(dir) + strlen(n) + 2;
+            char *full = xmalloc(len);
+            snprintf(full, len, "%s/%s", dir, n);
+            unlink(full);
+            free(full);
+        }
+        closedir(d);
+    }
+    free(copy); free(copy2);
+}
+
+/* Where output to `path` really goes: through symbolic links to their target (the
+ * link stays a link, as coreutils writes through it). */
+static char *resolve_links(const char *path) {
+    char *p = xstrdup(path);
+    for (int hops = 0; hops < 40; hops++) {
+        struct stat st;
+        if (lstat(p, &st) || !S_ISLNK(st.st_mode)) return p;
+        char target[4096];
+        ssize_t n = readlink(p, target, sizeof target - 1);
+        if (n < 0) die("cannot read the link %s: %s", p, strerror(errno));
+        target[n] = 0;
+        char *next;
+        if (target[0] == '/') next = xstrdup(target);
+        else {          /* relative to the link's directory */
+            char *copy = xstrdup(p);
+            const char *dir = dirname(copy);
+            size_t len = strlen(dir) + strlen(target) + 2;
+            next = xmalloc(len);
+            snprintf(next, len, "%s/%s", dir, target);
+            free(copy);
+        }
+        free(p);
+        p = next;
+    }
+    die("%s: too many levels of symbolic links", path);
+}
+
 AtomicFile *atomic_open(const char *path) {
     AtomicFile *a = xcalloc(1, sizeof *a);
-    a->path = xstrdup(path);
-    size_t n = strlen(path) + 32;
+    a->path = resolve_links(path);
+    struct stat st;
+    if (!stat(a->path, &st) && !S_ISREG(st.st_mode)) {
+        /* a FIFO, a device, /dev/null: written in place, never replaced */
+        if (S_ISDIR(st.st_mode)) die("cannot write %s: it is a directory", path);
+        a->f = fopen(a->path, "wb");
+        if (!a->f) die("cannot open %s: %s", path, strerror(errno));
+        return a;
+    }
+    remove_stale_temps(a->path);
+    size_t n = strlen(a->path) + 32;
     a->tmp = xmalloc(n);
-    snprintf(a->tmp, n, "%s.tmp.%d", path, (int)getpid());
+    snprintf(a->tmp, n, "%s.tmp.%d", a->path, (int)getpid());
+    static int handlers;
+    if (!handlers) {
+        handlers = 1;
+        int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+        for (int i = 0; i < 3; i++) {
+            struct sigaction sa = { 0 }, old;
+            sa.sa_handler = on_fatal_signal;
+            sigemptyset(&sa.sa_mask);
+            /* a signal ignored by whoever started us (nohup) stays ignored */
+            if (!sigaction(sigs[i], NULL, &old) && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
+        }
+    }
     a->f = fopen(a->tmp, "wb");
     if (!a->f) die("cannot create %s: %s", a->tmp, strerror(errno));
     for (int i = 0; i < MAX_PENDING; i++)
@@ -204,6 +310,11 @@ static void unregister(AtomicFile *a) {
 }
 
 void atomic_commit(AtomicFile *a) {
+    if (!a->tmp) {          /* written in place */
+        if (fflush(a->f) || ferror(a->f) || fclose(a->f)) die("cannot write %s: %s", a->path, strerror(errno ? errno : EIO));
+        free(a->path); free(a);
+        return;
+    }
     if (fflush(a->f) || ferror(a->f) || fsync(fileno(a->f)))
         die("cannot write %s: %s", a->path, strerror(errno ? errno : EIO));
     if (fclose(a->f)) { a->f = NULL; die("cannot write %s: %s", a->path, strerror(errno)); }
@@ -228,45 +339,59 @@ void xfflush(FILE *f, const char *what) {
 
 /* ---- whole files ---- */
 
+static void die_too_large(const char *path, size_t max) {
+    die("%s: larger than %zu MiB, more than any file of this kind holds", path, max >> 20);
+}
+
 static unsigned char *zstd_decompress_all(const unsigned char *src, size_t n, size_t *len,
-                                          const char *path) {
+                                          const char *path, size_t max) {
     ZSTD_DCtx *dc = ZSTD_createDCtx();
     ZSTD_DCtx_setParameter(dc, ZSTD_d_windowLogMax, 27);
     size_t cap = 1 << 20, used = 0;
     unsigned char *out = xmalloc(cap);
     ZSTD_inBuffer in = { src, n, 0 };
-    size_t ret = 1;
-    while (in.pos < in.size) {
-        if (used == cap) { cap *= 2; out = xrealloc(out, cap); }
+    for (;;) {
+        if (used == cap) {
+            if (cap > max) die_too_large(path, max);
+            cap *= 2;
+            out = xrealloc(out, cap);
+        }
         ZSTD_outBuffer ob = { out + used, cap - used, 0 };
-        ret = ZSTD_decompressStream(dc, &ob, &in);
+        size_t ret = ZSTD_decompressStream(dc, &ob, &in);
         if (ZSTD_isError(ret))
             die("%s: corrupt zstd data near compressed byte %zu: %s", path, in.pos, ZSTD_getErrorName(ret));
         used += ob.pos;
-        if (ob.pos == 0 && in.pos == in.size) break;
+        if (in.pos == in.size) {
+            if (ret == 0) break;                        /* every frame decoded and flushed */
+            /* room left in the output and nothing more to come: the frame was cut */
+            if (ob.pos < ob.size) die("%s: truncated zstd frame", path);
+        }
     }
-    /* flush what the decoder still holds */
-    while (ret != 0) {
-        if (used == cap) { cap *= 2; out = xrealloc(out, cap); }
-        ZSTD_outBuffer ob = { out + used, cap - used, 0 };
-        ret = ZSTD_decompressStream(dc, &ob, &in);
-        if (ZSTD_isError(ret)) die("%s: corrupt zstd data: %s", path, ZSTD_getErrorName(ret));
-        used += ob.pos;
-        if (ob.pos == 0 && ret != 0) die("%s: truncated zstd frame", path);
-    }
+    if (used > max) die_too_large(path, max);
     ZSTD_freeDCtx(dc);
     *len = used;
     return out;
 }
 
-unsigned char *read_whole_file(const char *path, size_t *len) {
+unsigned char *read_whole_file(const char *path, size_t *len, size_t max) {
     int is_stdin = !strcmp(path, "-");
     FILE *f = is_stdin ? stdin : fopen(path, "rb");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (!fstat(fileno(f), &st)) {
+        if (S_ISDIR(st.st_mode)) die("%s: is a directory, not a file", path);
+        if (!is_stdin && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
+            die("%s: is a device or socket, not a file", path);
+        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max) die_too_large(path, max);
+    }
     size_t cap = 1 << 20, n = 0;
     unsigned char *buf = xmalloc(cap);
     for (;;) {
-        if (n == cap) { cap *= 2; buf = xrealloc(buf, cap); }
+        if (n == cap) {
+            if (cap > max) die_too_large(path, max);
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
         if (got == 0) break;
@@ -274,10 +399,11 @@ unsigned char *read_whole_file(const char *path, size_t *len) {
     if (ferror(f)) die("cannot read %s: %s", path, strerror(errno));
     if (!is_stdin) fclose(f);
     if (n >= 4 && buf[0] == 0x28 && buf[1] == 0xB5 && buf[2] == 0x2F && buf[3] == 0xFD) {
-        unsigned char *out = zstd_decompress_all(buf, n, len, path);
+        unsigned char *out = zstd_decompress_all(buf, n, len, path, max);
         free(buf);
         return out;
     }
+    if (n > max) die_too_large(path, max);
     *len = n;
     return buf;
 }
@@ -312,6 +438,10 @@ uint64_t rng_below(Rng *r, uint64_t n) {
     uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;
     do x = rng_next(r); while (x >= lim);
     return x % n;
+}
+
+int parse_threads(const char *s) {
+    return (int)parse_ll("--threads", s, 1, MAX_THREADS);
 }
 
 void set_threads(int n) {

@@ -43,6 +43,8 @@ void parse_shard(const char *opt, const char *s, int *index, int *count);
 /* Reports an unknown option or missing argument from getopt_long (exit 2). */
 void bad_option(char **argv) __attribute__((noreturn));
 void print_version(void) __attribute__((noreturn));
+/* Prints the usage text and exits 0, or 1 when standard output cannot take it. */
+void print_help(const char *usage) __attribute__((noreturn));
 
 /* Atomic output: write to PATH.tmp.PID, then fsync + rename on commit.
  * A die() before commit removes the temporary file. */
@@ -57,8 +59,9 @@ void xfwrite(const void *p, size_t n, FILE *f, const char *what);
 void xfflush(FILE *f, const char *what);
 
 /* Read a whole file (or "-" for stdin) into memory; zstd-compressed input is
- * decompressed (detected by magic). Dies naming the file on error. */
-unsigned char *read_whole_file(const char *path, size_t *len);
+ * decompressed (detected by magic). Dies naming the file on error, on a device
+ * (/dev/zero never ends) and, before reading it all, on more than max bytes. */
+unsigned char *read_whole_file(const char *path, size_t *len, size_t max);
 
 /* Deterministic random numbers: xoshiro256** seeded through splitmix64. */
 typedef struct { uint64_t s[4]; } Rng;
@@ -68,6 +71,9 @@ float rng_uniform(Rng *r);                 /* [0, 1) */
 uint64_t rng_below(Rng *r, uint64_t n);    /* [0, n), unbiased */
 uint64_t mix64(uint64_t x);
 
+/* --threads: 1 to MAX_THREADS (more than any machine incv3 runs on has cores). */
+#define MAX_THREADS 256
+int parse_threads(const char *s);
 /* Threads for OpenBLAS and OpenMP loops; 0 keeps the library default. */
 void set_threads(int n);
 /* Threads the next parallel region gets. */

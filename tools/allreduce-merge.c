@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
         switch (c) {
         case 'm': use_mpi = 1; break;
         case 'r': rounds = parse_ll("--rounds", optarg, 1, 1 << 30); break;
-        case 'h': fputs(USAGE, stdout); return 0;
+        case 'h': print_help(USAGE);
         case 'V': print_version();
         default: bad_option(argv);
         }

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
         case 'o': out_path = optarg; break;
         case OPT_LEVEL: level = parse_level(optarg); break;
         case OPT_RAW: raw = 1; break;
-        case 'h': fputs(USAGE, stdout); return 0;
+        case 'h': print_help(USAGE);
         case OPT_VERSION: print_version();
         default: bad_option(argv);
         }

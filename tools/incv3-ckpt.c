@@ -21,7 +21,7 @@ int main(int argc, char **argv) {
     opterr = 0;
     if (argc < 2) usage_die("which command? info, init, export or import (see --help)");
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { fputs(USAGE, stdout); return 0; }
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) print_help(USAGE);
     if (!strcmp(cmd, "--version")) print_version();
     static const struct option longopts[] = {
         { "output", required_argument, 0, 'o' }, { "classes", required_argument, 0, 'k' },
@@ -36,7 +36,7 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
-        case 'k': cfg.classes = (int)parse_ll("--classes", optarg, 1, 100000); classes_set = 1; break;
+        case 'k': cfg.classes = (int)parse_ll("--classes", optarg, 1, MAX_CLASSES); classes_set = 1; break;
         case 'w': width = cfg.width = parse_double("--width", optarg, 0.001, 4); break;
         case 'a': cfg.aux = 1; break;
         case 's': seed = (uint64_t)parse_ll("--seed", optarg, 0, INT64_MAX); break;

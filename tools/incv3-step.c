@@ -80,7 +80,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         case 'c': o->ckpt = optarg; break;
         case OPT_INIT: o->init = optarg; break;
         case OPT_REINIT: o->reinit = 1; break;
-        case OPT_CLASSES: o->cfg.classes = (int)parse_ll("--classes", optarg, 1, 100000); break;
+        case OPT_CLASSES: o->cfg.classes = (int)parse_ll("--classes", optarg, 1, MAX_CLASSES); break;
         case OPT_WIDTH: o->cfg.width = parse_double("--width", optarg, 0.001, 4); break;
         case OPT_AUX: o->cfg.aux = 1; break;
         case OPT_SEED: o->seed = (uint64_t)parse_ll("--seed", optarg, 0, INT64_MAX); break;
@@ -102,14 +102,14 @@ static void parse_options(int argc, char **argv, Options *o) {
         case OPT_SAVE_EVERY: o->save_every = parse_ll("--save-every", optarg, 1, INT64_MAX); break;
         case OPT_NO_SAVE: o->no_save = 1; break;
         case OPT_LOG: o->log = optarg; break;
-        case OPT_THREADS: o->threads = (int)parse_ll("--threads", optarg, 1, 1024); break;
+        case OPT_THREADS: o->threads = parse_threads(optarg); break;
         case OPT_QUIET: o->quiet = 1; break;
         case OPT_EVAL: o->eval = 1; break;
         case 'o': o->out_path = optarg; break;
         case OPT_LEVEL: o->level = parse_level(optarg); break;
         case OPT_RAW: o->raw = 1; break;
         case OPT_PROFILE: prof_enabled = 1; break;
-        case 'h': fputs(USAGE, stdout); exit(0);
+        case 'h': print_help(USAGE);
         case OPT_VERSION: print_version();
         default: bad_option(argv);
         }
@@ -140,6 +140,8 @@ static int prepare_batch(Batch *b, const Normalize *norm, int K) {
     if (N < 1) die("record 'x' at byte %llu: empty batch", (unsigned long long)x->offset);
     if (y->rank != 1 || y->dims[0] != N || (y->dtype != DT_I64 && y->dtype != DT_I32))
         die("record 'y' at byte %llu: expected %d labels (i64) for x", (unsigned long long)y->offset, N);
+    if (b->have_idx && (b->idx.rank != 1 || b->idx.dims[0] != N || b->idx.dtype != DT_I64))
+        die("record 'idx' at byte %llu: expected %d record numbers (i64) for x", (unsigned long long)b->idx.offset, N);
     if ((size_t)N > b->cap) {
         b->cap = N;
         b->xf = xrealloc(b->xf, (size_t)N * 3 * 1024 * sizeof *b->xf);
@@ -305,8 +307,7 @@ int main(int argc, char **argv) {
         /* dropout per image from (seed, step, source record): reproducible on
          * resume and the same on however many workers */
         for (int i = 0; i < N; i++)
-            b.keys[i] = b.have_idx && b.idx.dtype == DT_I64 && b.idx.rank == 1 && b.idx.dims[0] == N
-                      ? (uint64_t)((int64_t *)b.idx.data)[i] : images_seen + i;
+            b.keys[i] = b.have_idx ? (uint64_t)((int64_t *)b.idx.data)[i] : images_seen + i;
         double loss = model_train_step(m, b.xf, b.labels, N, groups, mix64(st.seed) ^ st.step, b.keys, logits);
         images_seen += N;
         b.have_idx = 0;

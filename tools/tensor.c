@@ -55,9 +55,19 @@ static Stats stats(const Record *r) {
     return s;
 }
 
+/* Options every subcommand takes: -h/--help; anything else unknown is a usage error. */
+static const struct option HELP_OPTION = { "help", no_argument, 0, 'h' };
+
 static int cmd_ls(int argc, char **argv) {
-    if (argc > 2) usage_die("ls takes at most one file");
-    StreamReader *in = sr_open_path(argc == 2 ? argv[1] : "-");
+    static const struct option longopts[] = { HELP_OPTION, { 0 } };
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == 'h') print_help(USAGE);
+        bad_option(argv);
+    }
+    if (argc - optind > 1) usage_die("ls takes at most one file");
+    StreamReader *in = sr_open_path(optind < argc ? argv[optind] : "-");
     Record r = { 0 };
     printf("%-24s %-5s %-18s %12s %12s %12s %12s %12s %6s\n", "name", "dtype", "shape", "offset",
            "min", "max", "mean", "std", "nan");
@@ -84,18 +94,30 @@ static void find_record(const char *path, const char *name, long long index, Rec
     die("%s: no record '%s' number %lld (found %lld)", path, name, index, seen);
 }
 
+/* The largest grid tensor png draws: 64 megapixels, 192 MB of RGB. */
+#define MAX_PNG_PIXELS (64 << 20)
+
+/* libpng's own messages become part of our one line instead of lines of their own. */
+static char png_message[256];
+static void png_error_line(png_structp pp, png_const_charp msg) {
+    snprintf(png_message, sizeof png_message, "%s", msg);
+    png_longjmp(pp, 1);
+}
+static void png_warning_quiet(png_structp pp, png_const_charp msg) { (void)pp; (void)msg; }
+
 static int cmd_export_png(int argc, char **argv, int png) {
     static const struct option longopts[] = {
         { "index", required_argument, 0, 'i' }, { "output", required_argument, 0, 'o' },
         { "record", required_argument, 0, 'r' }, { "normalize", required_argument, 0, 'n' },
-        { "scale", required_argument, 0, 's' }, { 0 } };
+        { "scale", required_argument, 0, 's' }, HELP_OPTION, { 0 } };
     long long index = 0, scale = 2;
     const char *out_path = NULL, *name = png ? "x" : NULL;
     Normalize norm = { 0 };
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "i:o:r:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "i:o:r:h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'h': print_help(USAGE);
         case 'i': index = parse_ll("--index", optarg, 0, INT64_MAX); break;
         case 'o': out_path = optarg; break;
         case 'r': if (!png) bad_option(argv); name = optarg; break;
@@ -120,6 +142,10 @@ static int cmd_export_png(int argc, char **argv, int png) {
         if (B == 0 || H > 1024 || W > 1024 || B > 65536) die("record '%s': no image grid for this shape", r.name);
         int64_t cols = (int64_t)ceil(sqrt((double)B)), rows = (B + cols - 1) / cols;
         int64_t cw = W * scale + 1, ch = H * scale + 1, width = cols * cw + 1, height = rows * ch + 1;
+        if (width * height > MAX_PNG_PIXELS)
+            die("record '%s': a grid of %lldx%lld pixels is over the %d megapixels tensor png draws "
+                "(lower --scale, or export fewer images)", r.name, (long long)width, (long long)height,
+                MAX_PNG_PIXELS >> 20);
         uint8_t *img = xmalloc(width * height * 3);
         memset(img, 64, width * height * 3);      /* dark grey gaps */
         for (int64_t i = 0; i < B; i++)
@@ -135,9 +161,10 @@ static int cmd_export_png(int argc, char **argv, int png) {
                         img[(py * width + px) * 3 + k] = (uint8_t)lrint(v);
                     }
         AtomicFile *af = atomic_open(out_path);
-        png_structp pp = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+        png_structp pp = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_error_line, png_warning_quiet);
         png_infop info = png_create_info_struct(pp);
-        if (!pp || !info || setjmp(png_jmpbuf(pp))) die("%s: libpng failed to write", out_path);
+        if (!pp || !info || setjmp(png_jmpbuf(pp)))
+            die("cannot write %s: %s", out_path, png_message[0] ? png_message : "libpng failed");
         png_init_io(pp, af->f);
         png_set_IHDR(pp, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB,
                      PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -159,12 +186,13 @@ static int cmd_export_png(int argc, char **argv, int png) {
 static int cmd_import(int argc, char **argv) {
     static const struct option longopts[] = {
         { "output", required_argument, 0, 'o' }, { "level", required_argument, 0, 'l' },
-        { "raw", no_argument, 0, 'w' }, { 0 } };
+        { "raw", no_argument, 0, 'w' }, HELP_OPTION, { 0 } };
     const char *out_path = NULL;
     int raw = 0, level = DEFAULT_ZSTD_LEVEL, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'h': print_help(USAGE);
         case 'o': out_path = optarg; break;
         case 'l': level = parse_level(optarg); break;
         case 'w': raw = 1; break;
@@ -177,7 +205,7 @@ static int cmd_import(int argc, char **argv) {
     for (const char *p = name; *p; p++)
         if (*p <= ' ' || *p > '~') usage_die("import: record name must be printable ASCII without spaces");
     size_t len;
-    unsigned char *buf = read_whole_file(path, &len);
+    unsigned char *buf = read_whole_file(path, &len, MAX_RECORD_BYTES + (1 << 20));
     Record r = { 0 };
     npy_parse(buf, len, path, name, &r);
     Output out;
@@ -194,7 +222,7 @@ int main(int argc, char **argv) {
     opterr = 0;
     if (argc < 2) usage_die("which command? ls, export, import or png (see --help)");
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { fputs(USAGE, stdout); return 0; }
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) print_help(USAGE);
     if (!strcmp(cmd, "--version")) print_version();
     if (!strcmp(cmd, "ls")) return cmd_ls(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return cmd_export_png(argc - 1, argv + 1, 0);

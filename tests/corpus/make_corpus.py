@@ -1,5 +1,6 @@
 """Writes the malformed-input corpus (tests/corpus/<reader>/) and the fuzzing seed
-corpora (tests/fuzz/corpus/<target>/). Run from the repository root:
+corpora (tests/fuzz/corpus/<target>/). Run from the repository root, after make
+(the checkpoint seeds come from build/incv3-ckpt):
     /usr/bin/python3 tests/corpus/make_corpus.py
 Each malformed file's name says what is wrong with it; tests/reliability.bats feeds
 every one to its reader and expects one line, exit 1, no crash, no output file."""
@@ -103,6 +104,39 @@ def malformed_pickles():
     return out
 
 
+def npy(array):
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def fuzz_seeds():
+    """Valid inputs of the npy, checkpoint and evaluate targets, and near misses."""
+    out = {
+        "npy/f32.npy": npy(np.arange(6, dtype=np.float32).reshape(2, 3)),
+        "npy/u8.npy": npy(np.arange(10, dtype=np.uint8)),
+        "npy/i64-scalar.npy": npy(np.int64(7)),
+        "npy/i32-empty.npy": npy(np.zeros((0, 4), np.int32)),
+        "npy/version2.npy": b"\x93NUMPY\x02\x00" + struct.pack("<I", 54) +
+            b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }".ljust(53) + b"\n" + bytes(4),
+        "npy/fortran.npy": npy(np.asfortranarray(np.ones((2, 2), np.float32))),
+        "evaluate/two-batches.tz": record("logits", np.eye(3, dtype=np.float32)) + record("y", np.arange(3)) +
+            record("logits", -np.eye(3, dtype=np.float32)) + record("y", np.array([2, 1, 0], np.int32)) + END,
+        "evaluate/nan-and-empty.tz": record("logits", np.array([[np.nan, 1.0]], np.float32)) + record("y", np.array([1])) +
+            record("logits", np.zeros((0, 2), np.float32)) + record("y", np.zeros(0, np.int64)) + END,
+        "evaluate/many-classes.tz": record("logits", np.zeros((1, 25), np.float32)) + record("y", np.array([24])) + END,
+    }
+    ckpt = "build-fuzz/seed.ckpt"
+    os.makedirs("build-fuzz", exist_ok=True)
+    subprocess.run(["build/incv3-ckpt", "init", "--width", "0.01", "--seed", "3", "-o", ckpt], check=True)
+    compressed = open(ckpt, "rb").read()
+    out["checkpoint/width-0.01.ckpt"] = compressed
+    out["checkpoint/width-0.01-raw.ckpt"] = subprocess.run(["zstd", "-dc"], input=compressed, capture_output=True,
+                                                           check=True).stdout
+    return out
+
+
 def main():
     x = record("x", np.zeros((2, 3, 32, 32), np.uint8))
     y = record("y", np.array([1, 2], np.int64))
@@ -166,6 +200,8 @@ def main():
         write("tests/fuzz/corpus/pickle/%s.pkl" % name, data[:20000])
     for name, data in valid_pickles().items():
         write("tests/fuzz/corpus/pickle/valid-%s.pkl" % name, data)
+    for name, data in fuzz_seeds().items():
+        write("tests/fuzz/corpus/%s" % name, data)
     # seeds for the fuzzers: valid inputs beside the malformed ones
     write("tests/fuzz/corpus/stream/valid-zstd.tz", good)
     write("tests/fuzz/corpus/stream/valid-raw.tz", x + y + END)
