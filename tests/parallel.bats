@@ -120,3 +120,19 @@ equivalent() {
     run incv3-ckpt info "$T/run/last.ckpt"
     assert_success
 }
+
+@test "workers share the host's cores by default; an explicit --threads that oversubscribes is said once" {
+    cores=$(nproc)
+    share=$((cores / 2)); [ "$share" -ge 1 ] || share=1
+    common=(--data "$SAMPLE" --width 0.125 --batch 16 --limit 320 --test-limit 16 --epochs 1 --workers 2)
+    train "${common[@]}" --run "$T/shared" 2> "$T/err" &
+    pid=$!
+    until pgrep -f "incv3-step .*--exchange [^ ]*/g1," > "$T/pids"; do sleep 0.05; done
+    args=$(ps -o args= -p "$(head -1 "$T/pids")")
+    [[ "$args" == *"--threads $share "* ]] || fail "worker runs: $args"
+    wait $pid
+    ! grep -q oversubscribe "$T/err"
+    run train "${common[@]}" --threads $((cores + 1)) --limit 32 --run "$T/over"
+    assert_success
+    [ "$(grep -c "oversubscribe them" <<< "$output")" -eq 1 ]
+}
