@@ -395,7 +395,7 @@ void model_free(Model *m) {
     free(m->acts); free(m->dacts); free(m->act_slot[0]); free(m->act_slot[1]); free(m->pool_buf); free(m->scratch); free(m->bn_mean);
     free(m->bn_istd); free(m->feat); free(m->dfeat); free(m->logits); free(m->dlogits);
     free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
-    free(m->drop_mask); free(m);
+    free(m->drop_mask); free(m->grad_final); free(m);
 }
 
 int model_find_param(const Model *m, const char *name) {
@@ -613,6 +613,17 @@ static void forward_ops(Model *m, int N, int train, int groups) {
     }
 }
 
+/* Param p's gradient is final; tell grads_ready when the final suffix grows. */
+static void grad_done(Model *m, int p) {
+    if (!m->grads_ready) return;
+    m->grad_final[p] = 1;
+    int f = m->grad_frontier;
+    while (f > 0 && m->grad_final[f - 1]) f--;
+    if (f == m->grad_frontier) return;
+    m->grad_frontier = f;
+    m->grads_ready(m->grads_ready_ctx, f ? m->pinfo[f].offset : 0);
+}
+
 static void backward_ops(Model *m, int N, int groups) {
     for (int i = m->nops - 1; i >= 0; i--) {
         const Op *op = &m->ops[i];
@@ -630,6 +641,8 @@ static void backward_ops(Model *m, int N, int groups) {
                              P(m, op->beta), m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
+            grad_done(m, op->gamma);
+            grad_done(m, op->beta);
             if (op->pooled_output) {          /* d(conv output), there until the conv's backward */
                 prof_push(PROF_POOL);
                 zero_floats(m->pool_buf, (size_t)to->C * N * to->H * to->W);
@@ -651,6 +664,8 @@ static void backward_ops(Model *m, int N, int groups) {
                                        op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
             }
             prof_pop();
+            for (int j = i; j < m->nops; j++)         /* this op's weight, or its group's */
+                if (j == i || m->ops[j].group == i) grad_done(m, m->ops[j].weight);
         } else if (din) {
             if (op->kind == OP_MAXPOOL) {
                 const float *in = activations(m, op->in, N);
@@ -685,9 +700,16 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     if (logits_out) memcpy(logits_out, m->logits, (size_t)N * K * sizeof *logits_out);
 
     zero_floats(m->grads, m->nparam_floats);
+    if (m->grads_ready) {
+        if (!m->grad_final) m->grad_final = xmalloc(m->nparams);
+        memset(m->grad_final, 0, m->nparams);
+        m->grad_frontier = m->nparams;
+    }
     memset(m->dfeat, 0, (size_t)C * N * sizeof *m->dfeat);
     linear_backward(m->dfeat, G(m, m->linear_w), G(m, m->linear_b), m->dlogits, m->feat,
                     P(m, m->linear_w), C, N, K);
+    grad_done(m, m->linear_w);
+    grad_done(m, m->linear_b);
     if (m->cfg.dropout > 0) dropout_backward(m->dfeat, m->drop_mask, (int64_t)C * N, m->cfg.dropout);
     gap_backward(grad_at(m, m->features, N, 0), m->dfeat, C, N, HW);
 
@@ -700,10 +722,14 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
         memset(m->daux_feat, 0, (size_t)Ca * N * sizeof *m->daux_feat);
         linear_backward(m->daux_feat, G(m, m->aux_w), G(m, m->aux_b), m->daux_logits, m->aux_feat,
                         P(m, m->aux_w), Ca, N, K);
+        grad_done(m, m->aux_w);
+        grad_done(m, m->aux_b);
         gap_backward(grad_at(m, m->aux_input, N, 0), m->daux_feat, Ca, N, HWa);
     }
     prof_pop();
     backward_ops(m, N, groups);
+    if (m->grads_ready && m->grad_frontier)
+        die("internal: the gradient of %s was never marked final", m->pinfo[m->grad_frontier - 1].name);
     return loss;
 }
 

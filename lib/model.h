@@ -73,6 +73,13 @@ typedef struct {
                                  (block inputs), of the rest */
     int affine_channels;
     float *params, *grads, *momentum, *buffers;   /* buffers: BN running statistics */
+    /* Data parallel: backward calls grads_ready(ctx, from) each time grads[from, end)
+     * have become final (param order is forward order, so they finish from the end),
+     * so that they can travel while the rest is still computed. */
+    void (*grads_ready)(void *ctx, size_t from);
+    void *grads_ready_ctx;
+    char *grad_final;         /* [nparams] during backward */
+    int grad_frontier;        /* params [grad_frontier, nparams) are final */
     float *act_scale, *act_shift;                 /* [affine_channels]: gamma and beta, or 1, 0 */
     /* per-batch storage, grown to the largest batch seen. The arena holds each
      * unit's xhat (pools and the input: their values); act_slot[s] holds the

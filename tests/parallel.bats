@@ -17,9 +17,10 @@ load helpers/common
 DATA="$SAMPLE/data_batch_1.bin.zst"
 opts=(--width 0.125 --warmup 0 --quiet)
 
-# workers N STEPS LR: N workers of local batch 8 through allreduce-merge -> $T/w0.ckpt
+# workers N STEPS LR [OPTION...]: N workers of local batch 8 through allreduce-merge -> $T/w0.ckpt
 workers() {
     local n=$1 steps=$2 lr=$3 ins=() outs=()
+    shift 3
     for ((i = 0; i < n; i++)); do
         mkfifo "$T/g$i" "$T/m$i"; ins+=("$T/g$i"); outs+=("$T/m$i")
     done
@@ -28,7 +29,7 @@ workers() {
     unset IFS
     for ((i = 0; i < n; i++)); do
         cifar-decode -b 8 --limit $((8 * n * steps)) --shard $i/$n --shuffle 3 --drop-last "$DATA" \
-            | incv3-step -c "$T/w$i.ckpt" "${opts[@]}" --lr "$lr" --threads 1 \
+            | incv3-step -c "$T/w$i.ckpt" "${opts[@]}" --lr "$lr" --threads 1 "$@" \
                 --exchange "$T/g$i,$T/m$i" --log "$T/log$i" &
     done
     wait
@@ -81,6 +82,31 @@ equivalent() {
 # averaged over workers, the step count.
 @test "2 and 3 workers over three steps: the momentum, statistics and step of one process" {
     for n in 2 3; do equivalent $n 3 1e-6; done
+}
+
+# Buckets only change when the sums travel, never their bits.
+@test "gradient buckets that split tensors, hold several, or are the whole gradient: the same bits" {
+    for mb in 0 0.01 0.3 64; do
+        rm -f "$T"/g* "$T"/m* "$T"/w*.ckpt "$T"/log*
+        workers 3 2 0.002 --bucket-mb $mb
+        cp "$T/w0.ckpt" "$T/bucket-$mb.ckpt"
+    done
+    # 0.01 MB: 2,621 floats, so most tensors span buckets; 0.3 MB: several tensors each
+    for mb in 0.01 0.3 64; do cmp "$T/bucket-0.ckpt" "$T/bucket-$mb.ckpt"; done
+    # workers that disagree on the buckets are stopped, not mixed up
+    mkfifo "$T/a0" "$T/a1" "$T/r0" "$T/r1"
+    allreduce-merge "$T/a0,$T/a1" "$T/r0,$T/r1" 2> "$T/merge.err" &
+    merger=$!
+    for i in 0 1; do
+        cifar-decode -b 8 --limit 16 --shard $i/2 "$DATA" \
+            | incv3-step -c "$T/x$i.ckpt" "${opts[@]}" --bucket-mb $((i + 1)) --exchange "$T/a$i,$T/r$i" \
+                --log /dev/null 2> /dev/null &
+    done
+    status=0
+    wait $merger || status=$?
+    [ "$status" -eq 1 ]
+    grep -q "does not match" "$T/merge.err"
+    wait || true
 }
 
 @test "mpirun -np 2 gives the same weights as 2 local workers" {

@@ -1,6 +1,7 @@
 /* incv3-step - the trainer: a filter from batches to metrics (or logits with --eval). */
 #include "augment.h"
 #include "checkpoint.h"
+#include "exchange.h"
 #include "profile.h"
 #include "schedule.h"
 #include "stream.h"
@@ -27,6 +28,8 @@ static const char USAGE[] =
     "      --ghost-batch B         batch-norm statistics per group of B images\n"
     "      --normalize SPEC        for u8 images (default cifar10)\n"
     "      --exchange OUT,IN       data parallel: gradients to OUT, their mean from IN\n"
+    "      --bucket-mb S           gradients travel in buckets of S MB while backward runs\n"
+    "                              (4; 0: all of them after backward)\n"
     "      --save-every N          also write the checkpoint every N steps\n"
     "      --no-save               never write the checkpoint (other workers)\n"
     "      --log FILE              JSON lines to FILE instead of stdout\n"
@@ -38,7 +41,7 @@ static const char USAGE[] =
 
 enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OPT_LR, OPT_MOM,
        OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
-       OPT_EXCH, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
+       OPT_EXCH, OPT_BUCKET, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
        OPT_RAW, OPT_PROFILE, OPT_VERSION };
 
 typedef struct {
@@ -46,7 +49,7 @@ typedef struct {
     int reinit, eval, no_save, quiet, raw, level, threads;
     ModelConfig cfg;
     uint64_t seed;
-    double momentum, wd;
+    double momentum, wd, bucket_mb;
     Schedule sched;
     long long ghost, save_every;
     Normalize norm;
@@ -63,14 +66,15 @@ static void parse_options(int argc, char **argv, Options *o) {
         { "milestones", required_argument, 0, OPT_MILES }, { "gamma", required_argument, 0, OPT_GAMMA },
         { "epochs", required_argument, 0, OPT_EPOCHS }, { "steps-per-epoch", required_argument, 0, OPT_SPE },
         { "ghost-batch", required_argument, 0, OPT_GHOST }, { "normalize", required_argument, 0, OPT_NORM },
-        { "exchange", required_argument, 0, OPT_EXCH }, { "save-every", required_argument, 0, OPT_SAVE_EVERY },
+        { "exchange", required_argument, 0, OPT_EXCH }, { "bucket-mb", required_argument, 0, OPT_BUCKET },
+        { "save-every", required_argument, 0, OPT_SAVE_EVERY },
         { "no-save", no_argument, 0, OPT_NO_SAVE }, { "log", required_argument, 0, OPT_LOG },
         { "threads", required_argument, 0, OPT_THREADS }, { "quiet", no_argument, 0, OPT_QUIET },
         { "eval", no_argument, 0, OPT_EVAL }, { "output", required_argument, 0, 'o' },
         { "level", required_argument, 0, OPT_LEVEL }, { "raw", no_argument, 0, OPT_RAW },
         { "profile", no_argument, 0, OPT_PROFILE },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
-    *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4,
+    *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4, .bucket_mb = 4,
                     .sched = { SCHED_MULTISTEP, 0.1, 0.2, 1.0, 3, { 30, 60, 80 }, 50, 0 },
                     .norm = CIFAR10_NORMALIZE };
     int c;
@@ -99,6 +103,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         case OPT_GHOST: o->ghost = parse_ll("--ghost-batch", optarg, 2, 1 << 20); break;
         case OPT_NORM: parse_normalize("--normalize", optarg, &o->norm); break;
         case OPT_EXCH: o->exchange = optarg; break;
+        case OPT_BUCKET: o->bucket_mb = parse_double("--bucket-mb", optarg, 0, 1024); break;
         case OPT_SAVE_EVERY: o->save_every = parse_ll("--save-every", optarg, 1, INT64_MAX); break;
         case OPT_NO_SAVE: o->no_save = 1; break;
         case OPT_LOG: o->log = optarg; break;
@@ -181,35 +186,6 @@ static long long meta_number(const Record *r, const char *key) {
     return -1;
 }
 
-/* ---- data-parallel exchange: gradients, BN statistics and metrics out, means back ---- */
-typedef struct {
-    StreamWriter *w;
-    StreamReader *r;
-    FILE *out;
-    Record rec;
-} Exchange;
-
-static void exchange_open(Exchange *e, const char *spec) {
-    const char *comma = strchr(spec, ',');
-    if (!comma) usage_die("--exchange: '%s' is not OUT,IN", spec);
-    char *out = xstrdup(spec);
-    out[comma - spec] = 0;
-    e->out = fopen(out, "wb");
-    if (!e->out) die("cannot open exchange output %s: %s", out, strerror(errno));
-    e->w = sw_open(e->out, out, 1, 0);
-    e->r = sr_open_path(comma + 1);
-    free(out);
-}
-
-static void exchange_one(Exchange *e, const char *name, float *data, size_t n) {
-    int64_t d = (int64_t)n;
-    sw_write(e->w, name, DT_F32, 1, &d, data);
-    if (!sr_next(e->r, &e->rec)) die("exchange ended early: a worker or the merger stopped");
-    record_expect(&e->rec, DT_F32, 1, &d);
-    if (strcmp(e->rec.name, name)) die("exchange: expected '%s', got '%s'", name, e->rec.name);
-    memcpy(data, e->rec.data, n * sizeof *data);
-}
-
 /* ---- output ---- */
 static void progress(int quiet, uint64_t epoch, uint64_t done, uint64_t total, double loss,
                      double ips, double eta) {
@@ -249,8 +225,7 @@ int main(int argc, char **argv) {
     FILE *log = stdout;
     if (o.eval) output_open(&out, o.out_path, o.raw, o.level);
     else if (o.log && !(log = fopen(o.log, "a"))) die("cannot open log %s: %s", o.log, strerror(errno));
-    Exchange ex = { 0 };
-    if (o.exchange) exchange_open(&ex, o.exchange);
+    Exchange *ex = o.exchange ? exchange_open(o.exchange, m, o.bucket_mb) : NULL;
 
     uint64_t epoch = 0, batches = 0, seen = 0, skip = 0, trained = 0, images = 0, correct_sum = 0;
     uint64_t images_seen = 0;     /* dropout keys of batches without idx */
@@ -308,17 +283,12 @@ int main(int argc, char **argv) {
          * resume and the same on however many workers */
         for (int i = 0; i < N; i++)
             b.keys[i] = b.have_idx ? (uint64_t)((int64_t *)b.idx.data)[i] : images_seen + i;
+        if (ex) exchange_step_begin(ex);
         double loss = model_train_step(m, b.xf, b.labels, N, groups, mix64(st.seed) ^ st.step, b.keys, logits);
         images_seen += N;
         b.have_idx = 0;
         float metrics[2] = { (float)loss, (float)count_correct(logits, b.labels, N, K) / N };
-        if (o.exchange) {
-            prof_push(PROF_EXCHANGE);
-            exchange_one(&ex, "grads", m->grads, m->nparam_floats);
-            exchange_one(&ex, "bn_stats", m->buffers, m->nbuffer_floats);
-            exchange_one(&ex, "metrics", metrics, 2);
-            prof_pop();
-        }
+        if (ex) exchange_step_end(ex, metrics, 2);
         if (!isfinite(metrics[0]))
             die("step %llu: loss is %s; stopping, %s keeps its last good state",
                 (unsigned long long)st.step + 1, isnan(metrics[0]) ? "NaN" : "infinite", o.ckpt);
@@ -353,12 +323,7 @@ int main(int argc, char **argv) {
         if (prof_enabled) prof_report(log);
         xfflush(log, o.log ? o.log : "stdout");
         if (o.log) fclose(log);
-        if (o.exchange) {   /* hang up, then wait for the merger's end of stream */
-            sw_close(ex.w);
-            fclose(ex.out);
-            if (sr_next(ex.r, &ex.rec)) die("exchange: unexpected record '%s' after the last step", ex.rec.name);
-            sr_close(ex.r);
-        }
+        if (ex) exchange_close(ex);
     }
     sr_close(in);
     model_free(m);
