@@ -1,17 +1,28 @@
 /* allreduce.c - see allreduce.h. */
 #include "allreduce.h"
 #include "util.h"
+#include <limits.h>
+#include <stdlib.h>
 #ifdef HAVE_MPI
 #include <mpi.h>
 #endif
 
-void reducer_init(Reducer *r, int use_mpi, int *argc, char ***argv) {
-    *r = (Reducer){ 0, 0, 1, 0 };
+struct ReduceRequest {
+#ifdef HAVE_MPI
+    MPI_Request req;
+#endif
+    int pending;
+};
+
+void reducer_init(Reducer *r, int use_mpi, int local_workers, int *argc, char ***argv) {
+    *r = (Reducer){ 0, 0, 1, local_workers };
     if (!use_mpi) return;
 #ifdef HAVE_MPI
-    MPI_Init(argc, argv);
+    int provided;       /* only the merger's main thread calls MPI */
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &r->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &r->ranks);
+    MPI_Allreduce(&local_workers, &r->total_workers, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     r->mpi = 1;
 #else
     (void)argc; (void)argv;
@@ -19,21 +30,31 @@ void reducer_init(Reducer *r, int use_mpi, int *argc, char ***argv) {
 #endif
 }
 
-int reducer_sum(Reducer *r, float *data, size_t n, int local_workers) {
-    if (!r->mpi) return local_workers;
+ReduceRequest *reducer_start(Reducer *r, float *data, size_t n) {
+    ReduceRequest *q = xcalloc(1, sizeof *q);
+    if (!r->mpi) return q;
 #ifdef HAVE_MPI
-    if (!r->total_workers)
-        MPI_Allreduce(&local_workers, &r->total_workers, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    for (size_t done = 0; done < n;) {      /* MPI counts are ints */
-        int chunk = n - done > (1u << 30) ? 1 << 30 : (int)(n - done);
-        if (MPI_Allreduce(MPI_IN_PLACE, data + done, chunk, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-            die("MPI_Allreduce failed");
-        done += chunk;
-    }
-    return r->total_workers;
+    if (n > INT_MAX) die("a bucket of %zu floats is over MPI's count limit", n);
+    if (MPI_Iallreduce(MPI_IN_PLACE, data, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &q->req) != MPI_SUCCESS)
+        die("MPI_Iallreduce failed");
+    q->pending = 1;
 #else
-    return local_workers;
+    (void)data; (void)n;
 #endif
+    return q;
+}
+
+int reducer_done(Reducer *r, ReduceRequest *q) {
+#ifdef HAVE_MPI
+    if (q->pending) {
+        int done = 0;
+        if (MPI_Test(&q->req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) die("MPI_Iallreduce failed");
+        if (!done) return 0;
+    }
+#endif
+    (void)r;
+    free(q);
+    return 1;
 }
 
 void reducer_finish(Reducer *r) {
