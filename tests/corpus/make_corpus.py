@@ -200,6 +200,7 @@ def main():
         write("tests/fuzz/corpus/pickle/%s.pkl" % name, data[:20000])
     for name, data in valid_pickles().items():
         write("tests/fuzz/corpus/pickle/valid-%s.pkl" % name, data)
+        write("tests/fuzz/corpus/cifar/valid-%s.pkl" % name, data)
     for name, data in fuzz_seeds().items():
         write("tests/fuzz/corpus/%s" % name, data)
     # seeds for the fuzzers: valid inputs beside the malformed ones
