@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* No CIFAR file comes near this (the largest, CIFAR-100's training set, is 155 MB);
  * one that does is a bomb or /dev/zero, not a batch. */
@@ -183,8 +184,11 @@ static void add_members(CifarSet *s, const char *path, const unsigned char *mem,
     free(members);
 }
 
-/* The first bytes of a file, to tell an archive from a batch without reading it all. */
+/* The first bytes of a regular file, to tell an archive from a batch without reading
+ * it all; 0 for anything else (a pipe's bytes, once read, would be lost). */
 static size_t peek(const char *path, unsigned char *head, size_t n) {
+    struct stat st;
+    if (!strcmp(path, "-") || stat(path, &st) || !S_ISREG(st.st_mode)) return 0;
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
     size_t got = fread(head, 1, n, f);
@@ -195,7 +199,7 @@ static size_t peek(const char *path, unsigned char *head, size_t n) {
 
 void cifar_add_path(CifarSet *s, const char *path, int test_split) {
     unsigned char head[512];
-    if (strcmp(path, "-") && is_archive(head, peek(path, head, sizeof head))) {
+    if (is_archive(head, peek(path, head, sizeof head))) {
         add_members(s, path, NULL, 0, test_split);          /* streamed from the file */
         return;
     }
@@ -259,7 +263,7 @@ static char **names_from(const unsigned char *buf, size_t len, const char *label
 
 char **cifar_label_names(const char *path, int coarse, int *count) {
     unsigned char head[512];
-    if (strcmp(path, "-") && is_archive(head, peek(path, head, sizeof head))) {
+    if (is_archive(head, peek(path, head, sizeof head))) {
         size_t n;
         Member *m = archive_members(path, NULL, 0, is_names, coarse, &n);
         if (!n) die("%s: no label names in the archive (batches.meta.txt, batches.meta, meta)", path);

@@ -70,6 +70,10 @@ tarball() { local dir=$1 name=$2; shift 2; tar -C "$dir" -czf "$T/$name" "$@"; }
     [ "$(decoded --split test "$T/py.tar.gz")" = "$(decoded "$bin/test_batch.bin")" ]
     tar -C "$T/u" -cf - cifar-10-batches-bin | zstd -q > "$T/bin.tar.zst"
     [ "$(decoded "$T/bin.tar.zst")" = "$want" ]
+    # through a pipe: nothing read to tell what it is may be lost
+    [ "$(decoded <(cat "$T/py.tar.gz"))" = "$want" ]
+    [ "$(decoded - < "$T/bin.tar.gz")" = "$want" ]
+    [ "$(decoded <(cat "$bin/data_batch_1.bin") "$bin/data_batch_2.bin" "$bin/data_batch_3.bin")" = "$want" ]
     # CIFAR-100's binary version: the archive says CIFAR-100, fine labels
     mkdir -p "$T/u/cifar-100-binary"
     make_cifar "$T/u/cifar-100-binary/train.bin" 200 cifar100
