@@ -45,7 +45,7 @@ void record_shape(Record *r, const char *name, int dtype, int rank, const int64_
         die("record '%s': its shape holds more than the %llu-byte cap", name, (unsigned long long)MAX_RECORD_BYTES);
     snprintf(r->name, sizeof r->name, "%s", name);
     r->dtype = dtype; r->rank = rank;
-    memcpy(r->dims, dims, rank * sizeof *dims);
+    if (rank) memcpy(r->dims, dims, rank * sizeof *dims);
     r->nelem = (int64_t)nelem;
     r->nbytes = nbytes;
     if (r->cap < r->nbytes) { r->data = xrealloc(r->data, r->nbytes); r->cap = r->nbytes; }

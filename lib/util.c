@@ -227,8 +227,9 @@ static void remove_stale_temps(const char *path) {
     if (d) {
         struct dirent *e;
         while ((e = readdir(d))) {
-            const char *n = e->d_name, *p = n + blen + 5;
-            if (strncmp(n, base, blen) || strncmp(n + blen, ".tmp.", 5) || !*p) continue;
+            const char *n = e->d_name;
+            if (strncmp(n, base, blen) || strncmp(n + blen, ".tmp.", 5) || !n[blen + 5]) continue;
+            const char *p = n + blen + 5;
             char *end;
             long pid = strtol(p, &end, 10);
             if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
