@@ -145,7 +145,7 @@ static Member *archive_members(const char *path, const unsigned char *mem, size_
     }
     if (r != ARCHIVE_EOF) die("%s: %s", path, archive_error_string(a));
     archive_read_free(a);
-    qsort(members, n, sizeof *members, cmp_member);
+    if (n) qsort(members, n, sizeof *members, cmp_member);
     *count = n;
     return members;
 }
