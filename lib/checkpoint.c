@@ -172,7 +172,8 @@ static void read_checkpoint(StreamReader *in, const char *path, TrainState *st, 
     if (!sr_next(in, r) || strcmp(r->name, "incv3.checkpoint") || r->dtype != DT_U8 || r->rank != 1 || r->nbytes > 4096)
         die("%s: not an incv3 checkpoint (no incv3.checkpoint record first)", path);
     char text[4097];
-    memcpy(text, r->data, r->nbytes); text[r->nbytes] = 0;
+    if (r->nbytes) memcpy(text, r->data, r->nbytes);
+    text[r->nbytes] = 0;
     ModelConfig cfg = { (int)config_number(path, text, "classes", 1, MAX_CLASSES),
                         config_number(path, text, "width", 1e-3, 4),
                         (int)config_number(path, text, "aux", 0, 1), 0.5f };

@@ -58,6 +58,11 @@ fails_fast() {
     run tensor ls "$T/none2.tz"
     assert_line --regexp '^x +u8 +\[0,3,32,32\]'
     augment --normalize cifar10 "$T/none.tz" -o "$T/none3.tz"
+    # a checkpoint whose config record is empty (found by the checkpoint fuzzer)
+    stream "$T/empty.ckpt" "header('incv3.checkpoint', 1, (0,)) + END"
+    run incv3-step -c "$T/empty.ckpt" --log /dev/null "$T/none.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
 }
 
 @test "memory follows the data: /dev/zero, lying headers and huge claims fail at once with the limit named" {
