@@ -127,8 +127,8 @@ equivalent() {
     cmp "$T/a.st" "$T/c.st"
 }
 
-@test "killing one worker ends the whole run with an error within seconds" {
-    train --workers 2 --data "$SAMPLE" --width 0.125 --batch 16 --epochs 3 --threads 1 --run "$T/run" \
+@test "killing one worker (its gradients in small buckets, so mid-bucket) ends the whole run with an error within seconds" {
+    train --workers 2 --data "$SAMPLE" --width 0.125 --batch 16 --epochs 3 --threads 1 --run "$T/run" --bucket-mb 0.05 \
         --save-every 2 \
         > "$T/out" 2>&1 &
     pid=$!
@@ -165,4 +165,26 @@ equivalent() {
     run train "${common[@]}" --threads $((cores + 1)) --limit 32 --run "$T/over"
     assert_success
     [ "$(grep -c "oversubscribe them" <<< "$output")" -eq 1 ]
+}
+
+@test "an mpirun rank that dies mid-bucket stops the whole job with an error within seconds" {
+    command -v mpirun >/dev/null || skip "OpenMPI is not installed"
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    mpirun --oversubscribe -np 2 "$ROOT/pipelines/train" --mpi --data "$SAMPLE" --width 0.125 --batch 16 \
+        --epochs 3 --threads 1 --bucket-mb 0.05 --run "$T/mpi" > "$T/out" 2>&1 &
+    pid=$!
+    until [ -f "$T/mpi/log.jsonl" ] && grep -q '"step":3,' "$T/mpi/log.jsonl"; do sleep 0.1; done
+    victim=$(pgrep -f "incv3-step -c $T/mpi/rank1.ckpt" | head -1)
+    [ -n "$victim" ]
+    start=$SECONDS
+    kill -9 "$victim"
+    status=0
+    wait $pid || status=$?
+    elapsed=$((SECONDS - start))
+    echo "mpirun stopped after ${elapsed}s with status $status" >&3
+    [ "$status" -ne 0 ]
+    [ "$elapsed" -le 20 ]
+    sleep 1
+    [ -z "$(pgrep -f "incv3-step -c $T/mpi" || true)" ]
+    [ -z "$(pgrep -f "allreduce-merge --mpi --rounds 3 " || true)" ]
 }
