@@ -84,7 +84,6 @@ static void *read_and_sum(void *arg) {
         if (r[0].dtype == DT_F32) {
             float *sum = r[0].data;
             size_t len = (size_t)r[0].nelem;
-            #pragma omp parallel for schedule(static)
             for (size_t k = 0; k < len; k++) {          /* workers in order: the same bits */
                 float s = sum[k];
                 for (int i = 1; i < n; i++) s += ((const float *)r[i].data)[k];
@@ -144,7 +143,6 @@ static void merge_round(int n, char **in_paths, char **out_paths, Reducer *red) 
         else {
             if (it->rec.dtype == DT_F32) {
                 float *v = it->rec.data;
-                #pragma omp parallel for schedule(static)
                 for (int64_t k = 0; k < it->rec.nelem; k++) v[k] *= inv;
             }
             #pragma omp parallel for schedule(dynamic) num_threads(streams)
