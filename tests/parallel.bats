@@ -127,19 +127,25 @@ equivalent() {
     cmp "$T/a.st" "$T/c.st"
 }
 
-@test "killing one worker (its gradients in small buckets, so mid-bucket) ends the whole run with an error within seconds" {
-    train --workers 2 --data "$SAMPLE" --width 0.125 --batch 16 --epochs 3 --threads 1 --run "$T/run" --bucket-mb 0.05 \
-        --save-every 2 \
-        > "$T/out" 2>&1 &
-    pid=$!
-    until [ -f "$T/run/log.jsonl" ] && grep -q '"step":3,' "$T/run/log.jsonl"; do sleep 0.1; done
-    victim=$(pgrep -f "incv3-step .*--exchange [^ ]*/g1," | head -1)
+# kill_mid_run PID LOG PATTERN: once LOG shows step 3, SIGKILL the first process
+# matching PATTERN; sets status (PID's exit) and elapsed (seconds until it ended)
+kill_mid_run() {
+    local pid=$1 log=$2 pattern=$3 victim start
+    until [ -f "$log" ] && grep -q '"step":3,' "$log"; do sleep 0.1; done
+    victim=$(pgrep -f "$pattern" | head -1)
     [ -n "$victim" ]
     start=$SECONDS
     kill -9 "$victim"
     status=0
-    wait $pid || status=$?
+    wait "$pid" || status=$?
     elapsed=$((SECONDS - start))
+}
+
+@test "killing one worker (its gradients in small buckets, so mid-bucket) ends the whole run with an error within seconds" {
+    train --workers 2 --data "$SAMPLE" --width 0.125 --batch 16 --epochs 3 --threads 1 --run "$T/run" --bucket-mb 0.05 \
+        --save-every 2 \
+        > "$T/out" 2>&1 &
+    kill_mid_run $! "$T/run/log.jsonl" "incv3-step .*--exchange [^ ]*/g1,"
     echo "stopped after ${elapsed}s with status $status: $(tail -1 "$T/out")" >&3
     [ "$status" -ne 0 ]
     [ "$elapsed" -le 10 ]
@@ -172,15 +178,7 @@ equivalent() {
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     mpirun --oversubscribe -np 2 "$ROOT/pipelines/train" --mpi --data "$SAMPLE" --width 0.125 --batch 16 \
         --epochs 3 --threads 1 --bucket-mb 0.05 --run "$T/mpi" > "$T/out" 2>&1 &
-    pid=$!
-    until [ -f "$T/mpi/log.jsonl" ] && grep -q '"step":3,' "$T/mpi/log.jsonl"; do sleep 0.1; done
-    victim=$(pgrep -f "incv3-step -c $T/mpi/rank1.ckpt" | head -1)
-    [ -n "$victim" ]
-    start=$SECONDS
-    kill -9 "$victim"
-    status=0
-    wait $pid || status=$?
-    elapsed=$((SECONDS - start))
+    kill_mid_run $! "$T/mpi/log.jsonl" "incv3-step -c $T/mpi/rank1.ckpt"
     echo "mpirun stopped after ${elapsed}s with status $status" >&3
     [ "$status" -ne 0 ]
     [ "$elapsed" -le 20 ]
