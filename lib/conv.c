@@ -25,7 +25,7 @@
 #include "layers.h"
 #include "profile.h"
 #include "winograd.h"
-#include <cblas.h>
+#include "gemm.h"
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -186,14 +186,13 @@ static void pad_image(float *xp, const float *in, int64_t stride, const ConvShap
  * taps [kh*kw][cout][cin]; channel rows out_stride and in_stride apart. */
 static void shifted_image(float *out, int64_t out_stride, const float *in, int64_t in_stride,
                           const float *taps, const ConvShape *cs, int H, int W, int accumulate,
-                          float *xp, float *yp, float *pool) {
+                          float *xp, float *yp, float *pool, GemmPass pass) {
     int Hp = H + 2 * cs->ph, Wp = W + 2 * cs->pw, Ho = Hp - cs->kh + 1, Wo = Wp - cs->kw + 1;
     int64_t n = (int64_t)Ho * Wp;
     pad_image(xp, in, in_stride, cs, H, W, pool);
     for (int t = 0; t < cs->kh * cs->kw; t++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, n, cs->cin, 1.0f,
-                    taps + (int64_t)t * cs->cout * cs->cin, cs->cin,
-                    xp + (int64_t)(t / cs->kw) * Wp + t % cs->kw, (int64_t)Hp * Wp, t ? 1.0f : 0.0f, yp, n);
+        gemm(GEMM_SHIFTED, pass, 0, 0, cs->cout, n, cs->cin, taps + (int64_t)t * cs->cout * cs->cin, cs->cin,
+             xp + (int64_t)(t / cs->kw) * Wp + t % cs->kw, (int64_t)Hp * Wp, t ? 1.0f : 0.0f, yp, n);
     for (int co = 0; co < cs->cout; co++)
         for (int oy = 0; oy < Ho; oy++) {
             float *dst = out + co * out_stride + (int64_t)oy * Wo;
@@ -252,7 +251,8 @@ static void image_forward(float *out, const float *in, const float *weight, cons
         #pragma omp for schedule(static)
         for (int i = 0; i < N; i++)
             shifted_image(out + (int64_t)i * Ho * Wo, (int64_t)N * Ho * Wo, in + (int64_t)i * H * W,
-                          (int64_t)N * H * W, taps, cs, H, W, 0, xp, xp + padded_floats(cs, H, W), pool);
+                          (int64_t)N * H * W, taps, cs, H, W, 0, xp, xp + padded_floats(cs, H, W), pool,
+                          GEMM_FORWARD);
     }
 }
 
@@ -275,19 +275,19 @@ static void image_backward_one(float *din, float *dw, const float *dout, const f
             memset(row + Wo, 0, (Wp - Wo) * sizeof *row);
         }
     for (int t = 0; t < cs->kh * cs->kw; t++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, cs->cin, n, 1.0f, dy, n,
-                    xp + (int64_t)(t / cs->kw) * Wp + t % cs->kw, (int64_t)Hp * Wp, 1.0f,
-                    dw + (int64_t)t * cs->cout * cs->cin, cs->cin);
+        gemm(GEMM_SHIFTED, GEMM_DWEIGHT, 0, 1, cs->cout, cs->cin, n, dy, n,
+             xp + (int64_t)(t / cs->kw) * Wp + t % cs->kw, (int64_t)Hp * Wp, 1.0f,
+             dw + (int64_t)t * cs->cout * cs->cin, cs->cin);
     if (!din) return;
     if (!pool) {
         shifted_image(din + (int64_t)i * H * W, in_stride, dout_i, out_stride, flipped_taps, &ts, Ho,
-                      Wo, 1, tp, tp + padded_floats(&ts, Ho, Wo), NULL);
+                      Wo, 1, tp, tp + padded_floats(&ts, Ho, Wo), NULL, GEMM_DINPUT);
         return;
     }
     float *dpooled = pool + (size_t)2 * H * W;    /* d(pooled image), then back through the pool */
     memset(dpooled, 0, (size_t)cs->cin * H * W * sizeof *dpooled);
     shifted_image(dpooled, (int64_t)H * W, dout_i, out_stride, flipped_taps, &ts, Ho, Wo, 1, tp,
-                  tp + padded_floats(&ts, Ho, Wo), NULL);
+                  tp + padded_floats(&ts, Ho, Wo), NULL, GEMM_DINPUT);
     for (int ci = 0; ci < cs->cin; ci++)
         box3_plane(din + ci * in_stride + (int64_t)i * H * W, dpooled + (size_t)ci * H * W, H, W,
                    1.0f / 9.0f, pool);
@@ -368,8 +368,8 @@ static void transposed_backward(float *din, const float *dout, const float *weig
         prof_push(PROF_IM2COL);
         im2col(col, dout, &ts, N, Ho, Wo, n0, nc, H, W);
         prof_pop();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cin, (int64_t)nc * H * W, K,
-                    1.0f, flipped, K, col, (int64_t)nc * H * W, 1.0f, din + (int64_t)n0 * H * W, L);
+        gemm(GEMM_IM2COL, GEMM_DINPUT, 0, 0, cs->cin, (int64_t)nc * H * W, K, flipped, K, col,
+             (int64_t)nc * H * W, 1.0f, din + (int64_t)n0 * H * W, L);
     }
 }
 
@@ -378,8 +378,7 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
     int64_t L = (int64_t)N * Ho * Wo;
     if (conv_is_pointwise(cs)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, L, cs->cin, 1.0f,
-                    weight, cs->cin, in, L, 0.0f, out, L);
+        gemm(GEMM_POINTWISE, GEMM_FORWARD, 0, 0, cs->cout, L, cs->cin, weight, cs->cin, in, L, 0.0f, out, L);
         return;
     }
     if (conv_path(cs, H, W) == BY_WINOGRAD) { winograd_forward(out, in, weight, cs, N, H, W, scratch, 0); return; }
@@ -390,8 +389,8 @@ void conv_forward(float *out, const float *in, const float *weight, const ConvSh
         prof_push(PROF_IM2COL);
         im2col(scratch, in, cs, N, H, W, n0, nc, Ho, Wo);
         prof_pop();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->cout, nc * Ho * Wo, K, 1.0f,
-                    weight, K, scratch, nc * Ho * Wo, 0.0f, out + (int64_t)n0 * Ho * Wo, L);
+        gemm(GEMM_IM2COL, GEMM_FORWARD, 0, 0, cs->cout, nc * Ho * Wo, K, weight, K, scratch, nc * Ho * Wo,
+             0.0f, out + (int64_t)n0 * Ho * Wo, L);
     }
 }
 
@@ -400,11 +399,9 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
     int Ho = conv_out(H, cs->kh, cs->sh, cs->ph), Wo = conv_out(W, cs->kw, cs->sw, cs->pw);
     int64_t L = (int64_t)N * Ho * Wo;
     if (conv_is_pointwise(cs)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, cs->cin, L, 1.0f,
-                    dout, L, in, L, 1.0f, dweight, cs->cin);
+        gemm(GEMM_POINTWISE, GEMM_DWEIGHT, 0, 1, cs->cout, cs->cin, L, dout, L, in, L, 1.0f, dweight, cs->cin);
         if (din)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cs->cin, L, cs->cout, 1.0f,
-                        weight, cs->cin, dout, L, 1.0f, din, L);
+            gemm(GEMM_POINTWISE, GEMM_DINPUT, 1, 0, cs->cin, L, cs->cout, weight, cs->cin, dout, L, 1.0f, din, L);
         return;
     }
     if (conv_path(cs, H, W) == BY_WINOGRAD) {
@@ -425,11 +422,9 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
         prof_push(PROF_IM2COL);
         im2col(col, in, cs, N, H, W, n0, nc, Ho, Wo);
         prof_pop();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->cout, K, Lc, 1.0f,
-                    dchunk, L, col, Lc, 1.0f, dweight, K);
+        gemm(GEMM_IM2COL, GEMM_DWEIGHT, 0, 1, cs->cout, K, Lc, dchunk, L, col, Lc, 1.0f, dweight, K);
         if (!din || transposed) continue;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, Lc, cs->cout, 1.0f,
-                    weight, K, dchunk, L, 0.0f, dcol, Lc);
+        gemm(GEMM_IM2COL, GEMM_DINPUT, 1, 0, K, Lc, cs->cout, weight, K, dchunk, L, 0.0f, dcol, Lc);
         prof_push(PROF_IM2COL);
         col2im(din, dcol, cs, N, H, W, n0, nc, Ho, Wo);
         prof_pop();
@@ -469,8 +464,7 @@ void conv1x1_group_forward(float *const *out, const int *couts, int groups, cons
     int64_t step = conv1x1_group_scratch_floats(rows, L) / rows;
     for (int64_t c0 = 0; c0 < L; c0 += step) {
         int64_t n = L - c0 < step ? L - c0 : step;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, cin, 1.0f, weight, cin,
-                    in + c0, L, 0.0f, scratch, n);
+        gemm(GEMM_POINTWISE, GEMM_FORWARD, 0, 0, rows, n, cin, weight, cin, in + c0, L, 0.0f, scratch, n);
         copy_group_rows(scratch, out, couts, groups, L, c0, n, 0);
     }
 }
@@ -483,10 +477,8 @@ void conv1x1_group_backward(float *din, float *dweight, float *const *dout, cons
     for (int64_t c0 = 0; c0 < L; c0 += step) {
         int64_t n = L - c0 < step ? L - c0 : step;
         copy_group_rows(scratch, dout, couts, groups, L, c0, n, 1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cin, n, 1.0f, scratch, n,
-                    in + c0, L, 1.0f, dweight, cin);
+        gemm(GEMM_POINTWISE, GEMM_DWEIGHT, 0, 1, rows, cin, n, scratch, n, in + c0, L, 1.0f, dweight, cin);
         if (din)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, n, rows, 1.0f, weight, cin,
-                        scratch, n, 1.0f, din + c0, L);
+            gemm(GEMM_POINTWISE, GEMM_DINPUT, 1, 0, cin, n, rows, weight, cin, scratch, n, 1.0f, din + c0, L);
     }
 }

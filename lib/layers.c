@@ -1,6 +1,6 @@
 /* layers.c - see layers.h for layout and conventions. */
 #include "layers.h"
-#include <cblas.h>
+#include "gemm.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,8 +329,7 @@ void dropout_backward(float *dx, const uint8_t *mask, int64_t n, float p) {
 void linear_forward(float *logits, const float *in, const float *weight, const float *bias,
                     int C, int N, int K) {
     for (int n = 0; n < N; n++) memcpy(logits + (int64_t)n * K, bias, K * sizeof *bias);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, N, K, C, 1.0f, in, N, weight, C, 1.0f,
-                logits, K);
+    gemm(GEMM_HEAD, GEMM_FORWARD, 1, 1, N, K, C, in, N, weight, C, 1.0f, logits, K);
 }
 
 void linear_backward(float *din, float *dweight, float *dbias, const float *dlogits,
@@ -338,11 +337,9 @@ void linear_backward(float *din, float *dweight, float *dbias, const float *dlog
     for (int n = 0; n < N; n++)
         for (int k = 0; k < K; k++) dbias[k] += dlogits[(int64_t)n * K + k];
     /* dweight [K, C] += dlogits^T [K, N] in^T [N, C] */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, K, C, N, 1.0f, dlogits, K, in, N, 1.0f,
-                dweight, C);
+    gemm(GEMM_HEAD, GEMM_DWEIGHT, 1, 1, K, C, N, dlogits, K, in, N, 1.0f, dweight, C);
     /* din [C, N] += weight^T [C, K] dlogits^T [K, N] */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, C, N, K, 1.0f, weight, C, dlogits, K, 1.0f,
-                din, N);
+    gemm(GEMM_HEAD, GEMM_DINPUT, 1, 1, C, N, K, weight, C, dlogits, K, 1.0f, din, N);
 }
 
 double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, int N, int K,

@@ -156,18 +156,8 @@ void print_help(const char *usage) {
     finish_stdout();
 }
 
-/* Vector width of an OpenBLAS kernel set, and of this CPU: 0 SSE, 1 AVX, 2 AVX2, 3 AVX-512. */
+/* Vector width of this CPU: 0 SSE, 1 AVX, 2 AVX2, 3 AVX-512. */
 static const char *const ISA_NAMES[] = { "SSE", "AVX", "AVX2", "AVX-512" };
-
-static int kernels_isa(const char *core) {
-    static const char *const avx512[] = { "skylakex", "cooperlake", "sapphirerapids" };
-    static const char *const avx2[] = { "haswell", "zen", "excavator" };
-    static const char *const avx[] = { "sandybridge", "bulldozer", "piledriver", "steamroller" };
-    for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++) if (!strcasecmp(core, avx512[i])) return 3;
-    for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; i++) if (!strcasecmp(core, avx2[i])) return 2;
-    for (size_t i = 0; i < sizeof avx / sizeof *avx; i++) if (!strcasecmp(core, avx[i])) return 1;
-    return 0;
-}
 
 static int cpu_isa(void) {
     __builtin_cpu_init();
@@ -194,19 +184,6 @@ static void blas_check_coretype(char **argv) {
     setenv("INCV3_NO_REEXEC", "1", 1);     /* never loop */
     execv("/proc/self/exe", argv);
     /* exec failed: carry on slowly rather than not at all */
-}
-
-void blas_note_narrow_kernels(void) {
-    static int said;
-    const char *pin = getenv("OPENBLAS_CORETYPE");
-    if (said || !pin || getenv("INCV3_NO_REEXEC") || getenv("INCV3_QUIET_BLAS")) return;
-    said = 1;
-    const char *core = openblas_get_corename();
-    int have = kernels_isa(core ? core : ""), can = cpu_isa();
-    if (have >= can) return;
-    fprintf(stderr, "%s: note: OPENBLAS_CORETYPE=%s runs %s kernels on a CPU with %s: %s; "
-            "unset OPENBLAS_CORETYPE to use %s\n", tool_name, pin, ISA_NAMES[have], ISA_NAMES[can],
-            can - have == 1 ? "about half speed" : "several times slower", ISA_NAMES[can]);
 }
 
 void tool_init(const char *name, int argc, char **argv) {

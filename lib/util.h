@@ -14,10 +14,6 @@ enum { EXIT_DATA = 1, EXIT_USAGE = 2 };
  * the kernels of this CPU (see blas_check_coretype). */
 void tool_init(const char *name, int argc, char **argv);
 extern const char *tool_name;
-/* For tools whose time is GEMMs: one line on stderr when the environment pins
- * OpenBLAS to kernels narrower than the CPU runs (AVX2 on an AVX-512 CPU runs
- * at about half speed). Silent under INCV3_QUIET_BLAS. */
-void blas_note_narrow_kernels(void);
 
 /* One-line error on stderr prefixed with the tool's name; removes pending
  * temporary files (no partial output), then exits 1 (die) or 2 (usage_die). */

@@ -32,7 +32,7 @@
  * as they are small), or in slices of rows where threads outnumber them: the
  * same bits for the same thread count. */
 #include "winograd.h"
-#include <cblas.h>
+#include "gemm.h"
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -194,15 +194,15 @@ size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W) {
  * [cout*cin, taps]), a GEMM as every kernel takes the same linear map. */
 static void transform_kernel(float *u, const float *weight, const ConvShape *cs, const Tiling *t) {
     int plane = cs->cout * cs->cin;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->points * t->shifts, plane, t->taps, 1.0f, t->kernel_g,
-                t->taps, weight, t->taps, 0.0f, u, plane);
+    gemm(GEMM_WINOGRAD, GEMM_FORWARD, 0, 1, t->points * t->shifts, plane, t->taps, t->kernel_g, t->taps, weight,
+         t->taps, 0.0f, u, plane);
 }
 
 /* dweight [cout*cin, taps] += dU' kernel_g */
 static void transform_kernel_backward(float *dweight, const float *du, const ConvShape *cs, const Tiling *t) {
     int plane = cs->cout * cs->cin;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, plane, t->taps, t->points * t->shifts, 1.0f, du, plane,
-                t->kernel_g, t->taps, 1.0f, dweight, t->taps);
+    gemm(GEMM_WINOGRAD, GEMM_DWEIGHT, 1, 0, plane, t->taps, t->points * t->shifts, du, plane, t->kernel_g, t->taps,
+         1.0f, dweight, t->taps);
 }
 
 /* A channel's chunk as lines: position p along the axis (padded) of line x
@@ -435,8 +435,8 @@ typedef struct { float *at; int64_t point, shift; int ld; } Mat;
  * each shift has its own. Inside the parallel loop OpenBLAS runs each GEMM
  * on its caller's thread; with more threads than GEMMs, each goes in slices
  * of its rows. */
-static void gemms(const Tiling *t, int M, int Ncols, int K, int trans_a, Mat a, int trans_b, Mat b,
-                  float beta, Mat c, int sum_shifts) {
+static void gemms(GemmPass pass, const Tiling *t, int M, int Ncols, int K, int trans_a, Mat a, int trans_b,
+                  Mat b, float beta, Mat c, int sum_shifts) {
     int jobs = sum_shifts ? t->points : t->points * t->shifts;
     int slices = (max_threads() + jobs - 1) / jobs;
     if (slices > M) slices = M;
@@ -447,11 +447,10 @@ static void gemms(const Tiling *t, int M, int Ncols, int K, int trans_a, Mat a, 
         int sh1 = sum_shifts ? t->shifts : sh0 + 1;
         int r0 = (int)((int64_t)M * slice / slices), r1 = (int)((int64_t)M * (slice + 1) / slices);
         for (int sh = sh0; sh < sh1; sh++)
-            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                        r1 - r0, Ncols, K, 1.0f,
-                        a.at + xi * a.point + sh * a.shift + (trans_a ? r0 : (int64_t)r0 * a.ld), a.ld,
-                        b.at + xi * b.point + sh * b.shift, b.ld, sh > sh0 ? 1.0f : beta,
-                        c.at + xi * c.point + sh * c.shift + (int64_t)r0 * c.ld, c.ld);
+            gemm(GEMM_WINOGRAD, pass, trans_a, trans_b, r1 - r0, Ncols, K,
+                 a.at + xi * a.point + sh * a.shift + (trans_a ? r0 : (int64_t)r0 * a.ld), a.ld,
+                 b.at + xi * b.point + sh * b.shift, b.ld, sh > sh0 ? 1.0f : beta,
+                 c.at + xi * c.point + sh * c.shift + (int64_t)r0 * c.ld, c.ld);
     }
 }
 
@@ -467,7 +466,7 @@ void winograd_forward(float *out, const float *in, const float *weight, const Co
         int64_t T = chunk_tiles(&t, nc), ld = v_row(&t, T);
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
         /* M_xi [cout, T] = sum over shifts sh of U_xi,sh V_xi (sh columns on) */
-        gemms(&t, cs->cout, T, cs->cin, 0, (Mat){ s.u, t.shifts * kernel, kernel, cs->cin },
+        gemms(GEMM_FORWARD, &t, cs->cout, T, cs->cin, 0, (Mat){ s.u, t.shifts * kernel, kernel, cs->cin },
               0, (Mat){ s.v, cs->cin * ld, 1, ld }, 0.0f, (Mat){ s.m, cs->cout * T, 0, T }, 1);
         output_chunk(out, s.m, cs, &t, N, H, W, n0, nc, s.threads);
     }
@@ -487,11 +486,11 @@ void winograd_backward(float *din, float *dweight, const float *dout, const floa
         input_chunk(s.v, in, cs, &t, N, H, W, n0, nc, s.threads, pooled);
         dout_chunk(s.m, dout, cs, &t, N, H, W, n0, nc, s.threads);
         /* dU_xi,sh [cout, cin] (+)= dM_xi [cout, T] V_xi' (sh columns on) */
-        gemms(&t, cs->cout, cs->cin, T, 0, (Mat){ s.m, cs->cout * T, 0, T }, 1, (Mat){ s.v, cs->cin * ld, 1, ld },
+        gemms(GEMM_DWEIGHT, &t, cs->cout, cs->cin, T, 0, (Mat){ s.m, cs->cout * T, 0, T }, 1, (Mat){ s.v, cs->cin * ld, 1, ld },
               n0 ? 1.0f : 0.0f, (Mat){ s.du, t.shifts * kernel, kernel, cs->cin }, 0);
         if (!din) continue;
         /* dV_xi [cin, T] (sh columns on) = sum over sh of U_xi,sh' dM_xi, over V */
-        gemms(&t, cs->cin, T, cs->cout, 1, (Mat){ s.u, t.shifts * kernel, kernel, cs->cin },
+        gemms(GEMM_DINPUT, &t, cs->cin, T, cs->cout, 1, (Mat){ s.u, t.shifts * kernel, kernel, cs->cin },
               0, (Mat){ s.m, cs->cout * T, 0, T }, 0.0f, (Mat){ s.v, cs->cin * ld, 1, ld }, 1);
         din_chunk(din, s.v, cs, &t, N, H, W, n0, nc, s.threads, pooled);
     }

@@ -47,8 +47,12 @@ single() {
             --ghost-batch 8 --log "$T/log-$name"
 }
 
-# OpenBLAS's generic kernels sum in another order than any tuned set.
-other_kernels() { [ "${OPENBLAS_CORETYPE:-}" = Prescott ] && echo Sandybridge || echo Prescott; }
+# Generic kernels (OpenBLAS's Prescott, oneDNN's SSE4.1) sum in another order than any
+# tuned set.
+other_kernels() {
+    if [ "${OPENBLAS_CORETYPE:-}" = Prescott ]; then echo OPENBLAS_CORETYPE=Sandybridge ONEDNN_MAX_CPU_ISA=AVX
+    else echo OPENBLAS_CORETYPE=Prescott ONEDNN_MAX_CPU_ISA=SSE41; fi
+}
 
 # equivalent N STEPS LR: N workers against one process, within the noise of the latter
 equivalent() {
@@ -57,7 +61,7 @@ equivalent() {
     workers "$n" "$steps" "$lr"
     single "$n" "$steps" "$lr" s
     single "$n" "$steps" "$lr" s2
-    single "$n" "$steps" "$lr" sk OPENBLAS_CORETYPE="$(other_kernels)"
+    single "$n" "$steps" "$lr" sk $(other_kernels)
     run "$PY" "$HELPERS/equivalence.py" "$T/s.ckpt" "$T/w0.ckpt" "$T/s2.ckpt" "$T/sk.ckpt"
     echo "$n workers, $steps steps: $output" >&3
     assert_success

@@ -63,7 +63,7 @@ weights() { incv3-ckpt export "$1" "$2"; }
 }
 
 @test "bad flags exit 2; a missing dataset exits 1; both say why" {
-    for args in "--device cuda" "--autocast True" "--model_name resnet50" "--nproc_per_node 2" \
+    for args in "--device cuda" "--autocast maybe" "--model_name resnet50" "--nproc_per_node 2" \
                 "--distributed maybe" "--bogus 1"; do
         run run_incv3 --dataset_path "$SAMPLE" $args
         assert_failure 2

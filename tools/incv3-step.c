@@ -2,6 +2,7 @@
 #include "augment.h"
 #include "checkpoint.h"
 #include "exchange.h"
+#include "gemm.h"
 #include "profile.h"
 #include "schedule.h"
 #include "stream.h"
@@ -34,6 +35,8 @@ static const char USAGE[] =
     "      --no-save               never write the checkpoint (other workers)\n"
     "      --log FILE              JSON lines to FILE instead of stdout\n"
     "      --threads T             OpenBLAS/OpenMP threads  --quiet  no progress bar\n"
+    "      --autocast bf16|fp32    bf16 inputs to the large convolution GEMMs, fp32\n"
+    "                              accumulation, weights and the rest (fp32)\n"
     "      --profile               log where the time went, by layer kind, at the end\n"
     "      --eval                  forward only: emit logits [B,K] with y and idx passed on\n"
     "  -o, --output FILE  --level L  --raw    stream output options of --eval\n"
@@ -42,11 +45,11 @@ static const char USAGE[] =
 enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OPT_LR, OPT_MOM,
        OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
        OPT_EXCH, OPT_BUCKET, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
-       OPT_RAW, OPT_PROFILE, OPT_VERSION };
+       OPT_RAW, OPT_PROFILE, OPT_AUTOCAST, OPT_VERSION };
 
 typedef struct {
     const char *ckpt, *init, *log, *out_path, *exchange;
-    int reinit, eval, no_save, quiet, raw, level, threads;
+    int reinit, eval, no_save, quiet, raw, level, threads, bf16;
     ModelConfig cfg;
     uint64_t seed;
     double momentum, wd, bucket_mb;
@@ -72,7 +75,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         { "threads", required_argument, 0, OPT_THREADS }, { "quiet", no_argument, 0, OPT_QUIET },
         { "eval", no_argument, 0, OPT_EVAL }, { "output", required_argument, 0, 'o' },
         { "level", required_argument, 0, OPT_LEVEL }, { "raw", no_argument, 0, OPT_RAW },
-        { "profile", no_argument, 0, OPT_PROFILE },
+        { "profile", no_argument, 0, OPT_PROFILE }, { "autocast", required_argument, 0, OPT_AUTOCAST },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
     *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4, .bucket_mb = 4,
                     .sched = { SCHED_MULTISTEP, 0.1, 0.2, 1.0, 3, { 30, 60, 80 }, 50, 0 },
@@ -114,6 +117,11 @@ static void parse_options(int argc, char **argv, Options *o) {
         case OPT_LEVEL: o->level = parse_level(optarg); break;
         case OPT_RAW: o->raw = 1; break;
         case OPT_PROFILE: prof_enabled = 1; break;
+        case OPT_AUTOCAST:
+            if (strcmp(optarg, "bf16") && strcmp(optarg, "fp32"))
+                usage_die("--autocast: '%s' is not bf16 or fp32", optarg);
+            o->bf16 = !strcmp(optarg, "bf16");
+            break;
         case 'h': print_help(USAGE);
         case OPT_VERSION: print_version();
         default: bad_option(argv);
@@ -204,6 +212,9 @@ int main(int argc, char **argv) {
     Options o;
     parse_options(argc, argv, &o);
     set_threads(o.threads);
+    if (o.bf16 && !gemm_set_autocast(1) && !getenv("INCV3_QUIET_BLAS"))
+        fprintf(stderr, "incv3-step: note: --autocast bf16: this CPU has no bf16 dot products "
+                "(AVX512_BF16); training in fp32\n");
 
     TrainState st = { 0, o.seed };
     Model *m;
@@ -261,7 +272,6 @@ int main(int argc, char **argv) {
         prof_push(PROF_INPUT);
         int N = prepare_batch(&b, &o.norm, K);
         prof_pop();
-        blas_note_narrow_kernels();          /* once, when GEMM work begins */
         if ((size_t)N * K > logits_cap) { logits_cap = (size_t)N * K; logits = xrealloc(logits, logits_cap * sizeof *logits); }
         if (o.eval) {
             model_eval(m, b.xf, N, logits);
