@@ -1,7 +1,9 @@
 """Side by side: the PyTorch model of DESIGN §4 (tests/pytorch/inceptionv3.py),
 trained on the same batch size, thread count and model as incv3's benchmark, in
-its best CPU layout (channels_last). Prints one JSON line.
-    python3 bench/pytorch.py BATCH THREADS STEPS WIDTH"""
+its best CPU layout (channels_last); PRECISION bf16 runs the forward under
+torch.autocast("cpu", dtype=torch.bfloat16), as the model-zoo entry's --autocast.
+Prints one JSON line.
+    python3 bench/pytorch.py BATCH THREADS STEPS WIDTH [fp32|bf16]"""
 import json
 import os
 import resource
@@ -16,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from inceptionv3 import InceptionV3  # noqa: E402
 
 
-def main(batch, threads, steps, width):
+def main(batch, threads, steps, width, precision):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = InceptionV3(10, width).to(memory_format=torch.channels_last)
@@ -28,14 +30,18 @@ def main(batch, threads, steps, width):
     for step in range(steps + 1):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
         if step:                       # the first step warms up
             rates.append(batch / (time.perf_counter() - t))
-    print(json.dumps({"framework": "pytorch " + torch.__version__, "batch": batch, "threads": threads,
+    print(json.dumps({"framework": "pytorch " + torch.__version__, "precision": precision, "batch": batch,
+                      "threads": threads,
                       "images_per_s": statistics.median(rates),
                       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
+         sys.argv[5] if len(sys.argv) > 5 else "fp32")

@@ -35,6 +35,31 @@ digest() { incv3-ckpt export "$1" "$T/digest.st" && sha256sum < "$T/digest.st"; 
     cmp "$T/a.ckpt" "$T/b.ckpt"
 }
 
+@test "--autocast bf16: reproducible, an fp32 checkpoint, near fp32; where bf16 is missing, said once and fp32" {
+    cifar-decode -b 16 --limit 64 --shuffle 2 "$TRAIN" -o "$T/d.tz"
+    step() { incv3-step -c "$T/$1.ckpt" --width 0.125 --threads 2 --seed 5 --log "$T/log-$1" "${@:2}" "$T/d.tz"; }
+    step fp32
+    # no bf16 dot products (oneDNN told so): one note, then exactly the fp32 run
+    run env -u INCV3_QUIET_BLAS ONEDNN_MAX_CPU_ISA=AVX512_CORE incv3-step -c "$T/none.ckpt" --width 0.125 \
+        --threads 2 --seed 5 --log /dev/null --quiet --autocast bf16 "$T/d.tz"
+    assert_success
+    assert_output "incv3-step: note: --autocast bf16: this CPU has no bf16 dot products (AVX512_BF16); training in fp32"
+    cmp "$T/none.ckpt" "$T/fp32.ckpt"
+    run incv3-step -c "$T/x.ckpt" --autocast fp16 "$T/d.tz"
+    assert_failure 2
+    assert_output "incv3-step: --autocast: 'fp16' is not bf16 or fp32"
+    grep -q avx512_bf16 /proc/cpuinfo || skip "this CPU has no bf16 dot products"
+    step a --autocast bf16
+    step b --autocast bf16
+    cmp "$T/a.ckpt" "$T/b.ckpt"
+    ! cmp -s "$T/a.ckpt" "$T/fp32.ckpt"            # bf16 did run
+    # the format stays fp32: every tensor record of the checkpoint is f32 or i64
+    ! tensor ls "$T/a.ckpt" | awk 'NR > 2 && $2 != "f32" && $2 != "i64"' | grep .
+    # each step's loss near fp32's (4 steps of a tiny model: chaotic, but not wildly)
+    paste <(grep -o '"loss":[0-9.]*' "$T/log-fp32") <(grep -o '"loss":[0-9.]*' "$T/log-a") | tr -d '"loss:' \
+        | awk '{ d = $1 - $2; if (d < 0) d = -d; print; if (d > 0.1 * $1) bad = 1 } END { exit bad }'
+}
+
 @test "eval is deterministic and emits logits [B,K] with y and idx passed on" {
     incv3-ckpt init --width 0.125 --seed 3 -o "$T/m.ckpt"
     cifar-decode -b 20 --limit 40 "$SAMPLE/test_batch.bin.zst" -o "$T/t.tz"

@@ -1,8 +1,9 @@
 """Writes tests/fixtures/conformance.tz: a small-width InceptionV3 (with the
 auxiliary classifier, dropout off) in PyTorch, its initial state, one batch,
 the logits, the loss, every parameter gradient, the state and momentum after
-one SGD step, and the loss and state of a second step taken from there. Run
-with Debian's python3-torch:
+one SGD step, and the loss and state of a second step taken from there; and how
+far PyTorch's own bf16 autocast moves the first step from float32 (the yardstick
+of test_autocast). Run with Debian's python3-torch:
     /usr/bin/python3 tests/pytorch/make_fixture.py tests/fixtures/conformance.tz
 """
 import subprocess
@@ -21,6 +22,28 @@ LR, MOMENTUM, WD, AUX_WEIGHT = 0.01, 0.9, 5e-4, 0.4
 def f32(t):
     t = t.detach()
     return t.float().numpy() if t.is_floating_point() else t.numpy()
+
+
+def autocast_distance(x, y):
+    """The first step in float32 and under torch.autocast(bfloat16), from the same
+    initial state: the largest logit difference relative to the largest logit,
+    the loss's relative difference, and the median over parameters of the
+    gradients' relative L2 difference."""
+    runs = []
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        model = InceptionV3(CLASSES, WIDTH, aux=True)
+        model.dropout.p = 0.0
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, aux = model(x)
+        loss = F.cross_entropy(logits.float(), y) + AUX_WEIGHT * F.cross_entropy(aux.float(), y)
+        loss.backward()
+        runs.append((logits.double().detach(), loss.item(), [p.grad.double() for p in model.parameters()]))
+    (l32, loss32, g32), (l16, loss16, g16) = runs
+    grads = sorted(((a - b).norm() / b.norm()).item() for a, b in zip(g16, g32))
+    return np.array([((l16 - l32).abs().max() / l32.abs().max()).item(), abs(loss16 - loss32) / abs(loss32),
+                     grads[len(grads) // 2]], dtype=np.float32)
 
 
 def main(out):
@@ -61,6 +84,7 @@ def main(out):
             recs += [stream_record(prefix + "momentum." + k, f32(opt.state[p]["momentum_buffer"]))
                      for k, p in model.named_parameters()]
     recs.append(stream_record("losses", np.array(losses, dtype=np.float32)))
+    recs.append(stream_record("autocast_distance", autocast_distance(x, y)))
     data = b"".join(recs) + stream_end()
     subprocess.run(["zstd", "-q", "-19", "-f", "-o", out], input=data, check=True)
 

@@ -1,0 +1,241 @@
+/* Mixed precision (gemm_set_autocast): the bf16 rounding itself, each layer
+ * kind's forward and gradients in bf16 against fp32 within bf16's error bound,
+ * and the whole network on the conformance fixture against its fp32 self.
+ *
+ * The bound, per element: a bf16 GEMM rounds each input to 8 significant bits
+ * (to nearest: relative error at most u = 2^-8), so each product a*b is off by
+ * at most (2u + u^2)|a||b|; both sides accumulate in fp32, each within
+ * g(K) = K 2^-24 / (1 - K 2^-24) of sum |a||b| for K terms in any order. So
+ *     |C_bf16 - C_fp32| <= (2u + u^2 + 2 g(K)) (|A||B|)_ij (1 + g(K)),
+ * where |A||B| is the same layer run in fp32 on |A| and |B| (each layer here
+ * is bilinear in its two inputs; the last factor covers that run's rounding). */
+#include "check.h"
+#include "gemm.h"
+#include "layers.h"
+#include "model.h"
+#include "stream.h"
+#include "util.h"
+#include <stdlib.h>
+#include <string.h>
+
+static Rng rng;
+static float *randn(size_t n) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+    return p;
+}
+static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
+static float *absolute(const float *a, size_t n) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = fabsf(a[i]);
+    return p;
+}
+
+static double bf16_bound_factor(double K) {
+    const double u = 1.0 / 256, g = K * 0x1p-24 / (1 - K * 0x1p-24);
+    return (2 * u + u * u + 2 * g) * (1 + g);
+}
+
+/* Worst |got - want| / (factor * scale) over the elements: at most 1 within the bound. */
+static double bound_ratio(const float *got, const float *want, const float *scale, size_t n, double factor) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double r = fabs((double)got[i] - want[i]) / (factor * scale[i] + 1e-30);
+        if (!(r <= worst)) worst = r;
+    }
+    return worst;
+}
+
+static int bitwise_equal(const float *a, const float *b, size_t n) { return !memcmp(a, b, n * sizeof *a); }
+
+static void check_rounding(void) {
+    CHECK(float_to_bf16(1.0f) == 0x3f80, "1.0 -> %#x", float_to_bf16(1.0f));
+    CHECK(float_to_bf16(1.0f + 0x1p-8f) == 0x3f80, "a tie rounds to even (down)");
+    CHECK(float_to_bf16(1.0f + 3 * 0x1p-8f) == 0x3f82, "a tie rounds to even (up)");
+    CHECK(float_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3f81, "above the tie rounds up");
+    CHECK(float_to_bf16(-2.5f) == 0xc020, "-2.5 -> %#x", float_to_bf16(-2.5f));
+    CHECK(float_to_bf16(INFINITY) == 0x7f80 && float_to_bf16(-INFINITY) == 0xff80, "infinities stay");
+    CHECK(float_to_bf16(0x1p127f * 1.999f) == 0x7f80, "overflow to infinity");
+    CHECK(isnan(bf16_to_float(float_to_bf16(NAN))), "NaN stays NaN");
+    CHECK(float_to_bf16(0x1p-140f) == 0 && float_to_bf16(-0x1p-140f) == 0x8000, "denormals flush to signed zero");
+    enum { N = 1000 };
+    float x[N];
+    uint16_t vec[N];
+    for (int i = 0; i < N; i++) x[i] = (2.0f * rng_uniform(&rng) - 1.0f) * (float)(1 << (i % 20));
+    x[7] = 0x1p-130f; x[8] = NAN; x[9] = -INFINITY; x[10] = 1.0f + 0x1p-8f;
+    matrix_to_bf16(vec, x, 10, 100, 100);
+    int same = 1;
+    for (int i = 0; i < N; i++) same &= vec[i] == float_to_bf16(x[i]) || (isnan(x[i]) && isnan(bf16_to_float(vec[i])));
+    CHECK(same, "the vector conversion gives the scalar one's bits");
+}
+
+typedef struct { const char *name; ConvShape cs; int N, H, W, bf16; } ConvCase;
+
+/* out, din, dw of the convolution, in the current precision */
+static void conv_run(const ConvCase *c, const float *in, const float *w, const float *dout, float *out,
+                     float *din, float *dw) {
+    const ConvShape *cs = &c->cs;
+    float *scratch = zeros(2 * conv_scratch_floats(cs, c->N, c->H, c->W) + 1);
+    size_t nin = (size_t)cs->cin * c->N * c->H * c->W, nw = (size_t)cs->cout * cs->cin * cs->kh * cs->kw;
+    memset(din, 0, nin * sizeof *din);
+    memset(dw, 0, nw * sizeof *dw);
+    conv_forward(out, in, w, cs, c->N, c->H, c->W, scratch);
+    conv_backward(din, dw, dout, in, w, cs, c->N, c->H, c->W, scratch);
+    free(scratch);
+}
+
+static void check_conv(const ConvCase *c) {
+    const ConvShape *cs = &c->cs;
+    int Ho = conv_out(c->H, cs->kh, cs->sh, cs->ph), Wo = conv_out(c->W, cs->kw, cs->sw, cs->pw);
+    size_t nin = (size_t)cs->cin * c->N * c->H * c->W, nw = (size_t)cs->cout * cs->cin * cs->kh * cs->kw;
+    size_t nout = (size_t)cs->cout * c->N * Ho * Wo;
+    float *in = randn(nin), *w = randn(nw), *dout = randn(nout);
+    float *out32 = zeros(nout), *din32 = zeros(nin), *dw32 = zeros(nw);
+    float *out16 = zeros(nout), *din16 = zeros(nin), *dw16 = zeros(nw);
+    float *outa = zeros(nout), *dina = zeros(nin), *dwa = zeros(nw);
+    float *ain = absolute(in, nin), *aw = absolute(w, nw), *adout = absolute(dout, nout);
+    gemm_set_autocast(0);
+    conv_run(c, in, w, dout, out32, din32, dw32);
+    conv_run(c, ain, aw, adout, outa, dina, dwa);     /* |A||B| of every GEMM */
+    gemm_set_autocast(1);
+    conv_run(c, in, w, dout, out16, din16, dw16);
+    gemm_set_autocast(0);
+    if (!c->bf16) {
+        CHECK(bitwise_equal(out16, out32, nout) && bitwise_equal(din16, din32, nin) && bitwise_equal(dw16, dw32, nw),
+              "conv %s: its path stays fp32 under autocast, yet the results changed", c->name);
+        printf("%-34s fp32 under autocast: bitwise equal\n", c->name);
+    } else {
+        double K = fmax(fmax(cs->cin * cs->kh * cs->kw, cs->cout * cs->kh * cs->kw), (double)c->N * Ho * Wo);
+        double f = bf16_bound_factor(K);
+        double r[3] = { bound_ratio(out16, out32, outa, nout, f), bound_ratio(din16, din32, dina, nin, f),
+                        bound_ratio(dw16, dw32, dwa, nw, f) };
+        const char *what[3] = { "forward", "d(input)", "d(weight)" };
+        for (int i = 0; i < 3; i++) {
+            CHECK(r[i] <= 1, "conv %s %s: %.3g x the bf16 bound", c->name, what[i], r[i]);
+            CHECK(r[i] > 0.01, "conv %s %s: %.3g x the bf16 bound: bf16 did not run", c->name, what[i], r[i]);
+        }
+        printf("%-34s bf16 error / bound: forward %.2f, d(input) %.2f, d(weight) %.2f\n", c->name, r[0], r[1], r[2]);
+    }
+    free(in); free(w); free(dout); free(out32); free(din32); free(dw32); free(out16); free(din16); free(dw16);
+    free(outa); free(dina); free(dwa); free(ain); free(aw); free(adout);
+}
+
+/* 1x1 convolutions of one input stacked into one GEMM */
+static void check_group(void) {
+    enum { G = 2, CIN = 40 };
+    const int couts[G] = { 24, 16 }, rows = 40, N = 4, H = 9, W = 9;
+    const int64_t L = (int64_t)N * H * W;
+    float *in = randn(CIN * L), *weight = randn(rows * CIN), *dout[G], *douta[G];
+    float *ain = absolute(in, CIN * L), *aw = absolute(weight, rows * CIN);
+    float *out[3][G], *din[3], *dw[3];
+    for (int g = 0; g < G; g++) { dout[g] = randn(couts[g] * L); douta[g] = absolute(dout[g], couts[g] * L); }
+    float *scratch = zeros(conv1x1_group_scratch_floats(rows, L));
+    for (int run = 0; run < 3; run++) {       /* fp32, |A||B| in fp32, bf16 */
+        for (int g = 0; g < G; g++) out[run][g] = zeros(couts[g] * L);
+        din[run] = zeros(CIN * L); dw[run] = zeros(rows * CIN);
+        gemm_set_autocast(run == 2);
+        conv1x1_group_forward(out[run], couts, G, run == 1 ? ain : in, run == 1 ? aw : weight, CIN, L, scratch);
+        conv1x1_group_backward(din[run], dw[run], run == 1 ? douta : dout, couts, G, run == 1 ? ain : in,
+                               run == 1 ? aw : weight, CIN, L, scratch);
+    }
+    gemm_set_autocast(0);
+    double f = bf16_bound_factor((double)L), worst = 0;
+    for (int g = 0; g < G; g++) worst = fmax(worst, bound_ratio(out[2][g], out[0][g], out[1][g], couts[g] * L, f));
+    worst = fmax(worst, bound_ratio(din[2], din[0], din[1], CIN * L, f));
+    worst = fmax(worst, bound_ratio(dw[2], dw[0], dw[1], rows * CIN, f));
+    CHECK(worst <= 1 && worst > 0.01, "grouped 1x1: %.3g x the bf16 bound", worst);
+    printf("%-34s bf16 error / bound: %.2f at worst\n", "1x1 group", worst);
+    for (int run = 0; run < 3; run++) {
+        for (int g = 0; g < G; g++) free(out[run][g]);
+        free(din[run]); free(dw[run]);
+    }
+    for (int g = 0; g < G; g++) { free(dout[g]); free(douta[g]); }
+    free(in); free(weight); free(ain); free(aw); free(scratch);
+}
+
+/* The whole network, one training step on the conformance fixture: bf16
+ * against fp32, no further than PyTorch's own bf16 autocast moves the same
+ * step (the fixture's autocast_distance, from make_fixture.py). This small
+ * network at initialisation, with batch norm over 6 images, amplifies any
+ * rounding: fp32 against fp64 already moves its gradients by a median 1.1%,
+ * and bf16's 65,536 times coarser rounding moves them by about their own size
+ * (PyTorch: a median 116%, logits 14%, loss 0.6%). Our autocast keeps more in
+ * fp32 (Winograd, the stored outputs of every GEMM), so it should stay inside. */
+
+static Record recs[4096];
+static int nrecs;
+static const Record *fx(const char *name) {
+    for (int i = 0; i < nrecs; i++) if (!strcmp(recs[i].name, name)) return &recs[i];
+    die("fixture has no record '%s'", name);
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void check_network(const char *path) {
+    StreamReader *in = sr_open_path(path);
+    while (nrecs < 4096 && sr_next(in, &recs[nrecs])) nrecs++;
+    sr_close(in);
+    const int64_t *config = fx("config")->data;
+    int K = (int)config[0], N = (int)config[1];
+    ModelConfig cfg = { K, *(const float *)fx("width")->data, 1, 0.0f };
+    Model *m[2];
+    float *logits[2];
+    double loss[2];
+    uint64_t keys[64] = { 0 };
+    for (int p = 0; p < 2; p++) {
+        m[p] = model_create(&cfg);
+        for (int i = 0; i < m[p]->nparams; i++) {
+            char n[160];
+            snprintf(n, sizeof n, "init.%s", m[p]->pinfo[i].name);
+            memcpy(m[p]->params + m[p]->pinfo[i].offset, fx(n)->data, m[p]->pinfo[i].size * sizeof(float));
+        }
+        logits[p] = malloc(sizeof(float) * N * K);
+        gemm_set_autocast(p);
+        loss[p] = model_train_step(m[p], fx("x")->data, fx("y")->data, N, 1, 1, keys, logits[p]);
+    }
+    gemm_set_autocast(0);
+    const float *pytorch = fx("autocast_distance")->data;   /* logits, loss, gradients' median */
+    double dl = rel_diff(logits[1], logits[0], N * K), dloss = fabs(loss[1] - loss[0]) / fabs(loss[0]);
+    CHECK(dl <= pytorch[0], "bf16 logits differ from fp32 by %.3g (PyTorch's autocast: %.3g)", dl, pytorch[0]);
+    CHECK(dl > 0, "bf16 logits equal fp32's: autocast did not run");
+    CHECK(dloss <= pytorch[1], "bf16 loss %.6f vs fp32 %.6f: %.3g (PyTorch's autocast: %.3g)", loss[1], loss[0],
+          dloss, pytorch[1]);
+    double *errs = malloc(m[0]->nparams * sizeof *errs);
+    for (int i = 0; i < m[0]->nparams; i++) {
+        const Param *p = &m[0]->pinfo[i];
+        errs[i] = rel_l2(m[1]->grads + p->offset, m[0]->grads + p->offset, (long)p->size);
+    }
+    qsort(errs, m[0]->nparams, sizeof *errs, cmp_double);
+    double median = errs[m[0]->nparams / 2];
+    CHECK(median <= pytorch[2], "bf16 gradients differ from fp32 by a median %.3g (PyTorch's autocast: %.3g)",
+          median, pytorch[2]);
+    printf("network, bf16 vs fp32: logits %.3g, loss %.3g, gradients median %.3g; PyTorch's autocast: %.3g, "
+           "%.3g, %.3g\n", dl, dloss, median, pytorch[0], pytorch[1], pytorch[2]);
+    free(errs);
+    for (int p = 0; p < 2; p++) { model_free(m[p]); free(logits[p]); }
+}
+
+int main(int argc, char **argv) {
+    tool_init("test_autocast", argc, argv);
+    rng_seed(&rng, 11, 0);
+    check_rounding();
+    if (!gemm_bf16_supported()) {
+        CHECK(!gemm_set_autocast(1) && !gemm_autocast(), "autocast refused without bf16 dot products");
+        printf("autocast: this CPU has no bf16 dot products: only the rounding is tested\n");
+        return check_summary("autocast");
+    }
+    const ConvCase cases[] = {
+        { "1x1 (pointwise)", { 24, 20, 1, 1, 1, 1, 0, 0 }, 3, 7, 7, 1 },
+        { "3x3 s2 (im2col, col2im)", { 12, 16, 3, 3, 2, 2, 0, 0 }, 2, 11, 11, 1 },
+        { "3x3 p1 small (im2col, transposed)", { 12, 8, 3, 3, 1, 1, 1, 1 }, 2, 7, 7, 1 },
+        { "1x7 p(0,3) small (im2col)", { 10, 6, 1, 7, 1, 1, 0, 3 }, 2, 6, 6, 1 },
+        { "3x3 p1 wide (shifted)", { 8, 8, 3, 3, 1, 1, 1, 1 }, 2, 32, 32, 0 },
+        { "3x3 p1 48 channels (Winograd)", { 48, 8, 3, 3, 1, 1, 1, 1 }, 2, 8, 8, 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i]);
+    check_group();
+    check_network(argc > 1 ? argv[1] : "tests/fixtures/conformance.tz");
+    return check_summary("autocast");
+}
