@@ -193,7 +193,7 @@ int main(int argc, char **argv) {
            threads);
     printf("%-9s %-9s %5s %7s", "kind", "pass", "calls", "GFLOP");
     for (int e = 0; e < CANDIDATES; e++) printf(" %15s", candidate_names[e]);
-    printf("  fastest fp32 / bf16\n");
+    printf("  fastest fp32 / bf16; incv3 runs fp32 / autocast\n");
     double sum[CANDIDATES] = { 0 };
     for (int k = 0; k < GEMM_KINDS; k++)
         for (int p = 0; p < GEMM_PASSES; p++) {
@@ -208,7 +208,11 @@ int main(int argc, char **argv) {
                 if (e < ONEDNN_BF16 && t < total[k][p][best32]) best32 = e;
                 if (e >= ONEDNN_BF16 && t < total[k][p][best16]) best16 = e;
             }
-            printf("  %s / %s\n", candidate_names[best32], bf16 ? candidate_names[best16] : "-");
+            printf("  %s / %s; ", candidate_names[best32], bf16 ? candidate_names[best16] : "-");
+            gemm_set_autocast(0);
+            printf("%s / ", gemm_engine_name(gemm_engine(k, p)));
+            printf("%s\n", gemm_set_autocast(1) ? gemm_engine_name(gemm_engine(k, p)) : "-");
+            gemm_set_autocast(0);
         }
     printf("%-9s %-9s %5s %7s", "all", "", "", "");
     for (int e = 0; e < CANDIDATES; e++) sum[e] >= 1e29 ? printf(" %15s", "-") : printf(" %7.4f %7s", sum[e], "");
