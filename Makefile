@@ -39,7 +39,7 @@ $(BUILD)/libincv3.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 $(BUILD)/%: tools/%.c $(BUILD)/libincv3.a $(wildcard lib/*.h)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libincv3.a $(wildcard lib/*.h) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libincv3.a $(wildcard lib/*.h) | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
 $(BUILD)/bench-sgemm: bench/sgemm.c $(BUILD)/libincv3.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)

@@ -1,8 +1,10 @@
 /* check.h - a tiny test harness: CHECK counts, the summary line is what CI reads. */
 #ifndef INCV3_CHECK_H
 #define INCV3_CHECK_H
+#include "util.h"
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int checks_passed, checks_failed;
 
@@ -32,6 +34,14 @@ static inline double rel_l2(const float *a, const float *b, long n) {
     }
     return sqrt(dd) / (bb > 1e-24 ? sqrt(bb) : 1e-12);
 }
+
+/* n floats uniform in [-1, 1): the inputs of the layer tests */
+static inline float *uniform_floats(Rng *r, size_t n) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = 2.0f * rng_uniform(r) - 1.0f;
+    return p;
+}
+static inline float *zeros(size_t n) { return calloc(n, sizeof(float)); }
 
 static inline int check_summary(const char *suite) {
     printf("%s: %d passed, %d failed\n", suite, checks_passed, checks_failed);

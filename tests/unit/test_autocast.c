@@ -10,6 +10,7 @@
  * where |A||B| is the same layer run in fp32 on |A| and |B| (each layer here
  * is bilinear in its two inputs; the last factor covers that run's rounding). */
 #include "check.h"
+#include "fixture.h"
 #include "gemm.h"
 #include "layers.h"
 #include "model.h"
@@ -19,12 +20,7 @@
 #include <string.h>
 
 static Rng rng;
-static float *randn(size_t n) {
-    float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = 2.0f * rng_uniform(&rng) - 1.0f;
-    return p;
-}
-static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
+static float *randn(size_t n) { return uniform_floats(&rng, n); }
 static float *absolute(const float *a, size_t n) {
     float *p = malloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++) p[i] = fabsf(a[i]);
@@ -162,21 +158,8 @@ static void check_group(void) {
  * (PyTorch: a median 116%, logits 14%, loss 0.6%). Our autocast keeps more in
  * fp32 (Winograd, the stored outputs of every GEMM), so it should stay inside. */
 
-static Record recs[4096];
-static int nrecs;
-static const Record *fx(const char *name) {
-    for (int i = 0; i < nrecs; i++) if (!strcmp(recs[i].name, name)) return &recs[i];
-    die("fixture has no record '%s'", name);
-}
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void check_network(const char *path) {
-    StreamReader *in = sr_open_path(path);
-    while (nrecs < 4096 && sr_next(in, &recs[nrecs])) nrecs++;
-    sr_close(in);
+    fixture_read(path);
     const int64_t *config = fx("config")->data;
     int K = (int)config[0], N = (int)config[1];
     ModelConfig cfg = { K, *(const float *)fx("width")->data, 1, 0.0f };
@@ -186,11 +169,7 @@ static void check_network(const char *path) {
     uint64_t keys[64] = { 0 };
     for (int p = 0; p < 2; p++) {
         m[p] = model_create(&cfg);
-        for (int i = 0; i < m[p]->nparams; i++) {
-            char n[160];
-            snprintf(n, sizeof n, "init.%s", m[p]->pinfo[i].name);
-            memcpy(m[p]->params + m[p]->pinfo[i].offset, fx(n)->data, m[p]->pinfo[i].size * sizeof(float));
-        }
+        load_state(m[p], "init");
         logits[p] = malloc(sizeof(float) * N * K);
         gemm_set_autocast(p);
         loss[p] = model_train_step(m[p], fx("x")->data, fx("y")->data, N, 1, 1, keys, logits[p]);

@@ -2,6 +2,7 @@
  * loss, every parameter gradient, the state after one SGD step, and a second
  * step taken from PyTorch's state and momentum after the first. */
 #include "check.h"
+#include "fixture.h"
 #include "model.h"
 #include "stream.h"
 #include <stdlib.h>
@@ -23,36 +24,6 @@
 #define TOL_GRAD_MEDIAN 0.02
 #define TOL_STEP_WEIGHTS 0.05   /* conv and linear weights after one step */
 
-static Record recs[4096];
-static int nrecs;
-
-static const Record *fx(const char *name) {
-    for (int i = 0; i < nrecs; i++) if (!strcmp(recs[i].name, name)) return &recs[i];
-    fprintf(stderr, "fixture lacks %s\n", name);
-    exit(1);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void load_state(Model *m, const char *prefix) {
-    char n[160];
-    for (int i = 0; i < m->nparams; i++) {
-        snprintf(n, sizeof n, "%s.%s", prefix, m->pinfo[i].name);
-        const Record *r = fx(n);
-        if ((size_t)r->nelem != m->pinfo[i].size) { fprintf(stderr, "size of %s\n", n); exit(1); }
-        memcpy(m->params + m->pinfo[i].offset, r->data, r->nbytes);
-    }
-    for (int i = 0; i < m->nbns; i++) {
-        BatchNorm *bn = &m->bns[i];
-        snprintf(n, sizeof n, "%s.%s.running_mean", prefix, bn->prefix);
-        memcpy(m->buffers + bn->offset, fx(n)->data, bn->channels * sizeof(float));
-        snprintf(n, sizeof n, "%s.%s.running_var", prefix, bn->prefix);
-        memcpy(m->buffers + bn->offset + bn->channels, fx(n)->data, bn->channels * sizeof(float));
-    }
-}
 
 /* Weights and running statistics against the fixture's state `prefix`
  * (step1, step2), reached after `steps` steps; returns the worst weight difference. */
@@ -84,9 +55,7 @@ static double check_state(const Model *m, const char *prefix, int steps) {
 int main(int argc, char **argv) {
     tool_init("test_conformance", argc, argv);     /* the kernels the tools would run */
     const char *path = argc > 1 ? argv[1] : "tests/fixtures/conformance.tz";
-    StreamReader *in = sr_open_path(path);
-    while (nrecs < 4096 && sr_next(in, &recs[nrecs])) nrecs++;
-    sr_close(in);
+    fixture_read(path);
     const int64_t *config = fx("config")->data;
     int K = (int)config[0], N = (int)config[1];
     ModelConfig cfg = { K, *(const float *)fx("width")->data, 1, 0.0f };

@@ -15,12 +15,7 @@ static float eps = EPS;
 #define PROBES 24       /* elements perturbed per input */
 
 static Rng rng;
-static float *randn(size_t n) {
-    float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = 2.0f * rng_uniform(&rng) - 1.0f;
-    return p;
-}
-static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
+static float *randn(size_t n) { return uniform_floats(&rng, n); }
 
 /* A layer under test: forward computes out from the current inputs. */
 typedef struct Case Case;
