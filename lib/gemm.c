@@ -112,12 +112,18 @@ static void row_to_bf16(uint16_t *to, const float *from, int64_t n) {
     for (; i < n; i++) to[i] = float_to_bf16(from[i]);
 }
 
+void floats_to_bf16(uint16_t *to, const float *from, int64_t n) {
+    if (cpu_has_bf16()) row_to_bf16(to, from, n);
+    else for (int64_t i = 0; i < n; i++) to[i] = float_to_bf16(from[i]);
+}
+
+void bf16s_to_floats(float *to, const uint16_t *from, int64_t n) {
+    for (int64_t i = 0; i < n; i++) to[i] = bf16_to_float(from[i]);
+}
+
 void matrix_to_bf16(uint16_t *to, const float *from, int64_t rows, int64_t cols, int64_t ld) {
-    int vector = cpu_has_bf16();
     #pragma omp parallel for schedule(static) if (rows * cols >= 65536)
-    for (int64_t r = 0; r < rows; r++)
-        if (vector) row_to_bf16(to + r * cols, from + r * ld, cols);
-        else for (int64_t c = 0; c < cols; c++) to[r * cols + c] = float_to_bf16(from[r * ld + c]);
+    for (int64_t r = 0; r < rows; r++) floats_to_bf16(to + r * cols, from + r * ld, cols);
 }
 
 typedef struct {

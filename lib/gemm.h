@@ -43,6 +43,9 @@ void gemm_observe(GemmObserver observer);
 /* bf16 with round-to-nearest-even, as PyTorch and the AVX512_BF16 instructions round. */
 uint16_t float_to_bf16(float x);
 float bf16_to_float(uint16_t b);
+/* to [n] = bf16 of from [n], and back (exact) */
+void floats_to_bf16(uint16_t *to, const float *from, int64_t n);
+void bf16s_to_floats(float *to, const uint16_t *from, int64_t n);
 /* to [rows, cols] packed = bf16 of from [rows, cols], rows ld apart. */
 void matrix_to_bf16(uint16_t *to, const float *from, int64_t rows, int64_t cols, int64_t ld);
 #endif

@@ -52,8 +52,8 @@ static void sum_and_squares(const float *row, int64_t n, double *sum, double *sq
     *squares = lanes_total(q);
 }
 
-void bn_forward_train(float *y, float *mean, float *istd, float *run_mean, float *run_var,
-                      int C, int64_t M, int groups, float momentum, float eps) {
+void bn_forward_train(float *y, uint16_t *xhat16, float *mean, float *istd, float *run_mean,
+                      float *run_var, int C, int64_t M, int groups, float momentum, float eps) {
     const int64_t Mg = M / groups;
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -68,6 +68,7 @@ void bn_forward_train(float *y, float *mean, float *istd, float *run_mean, float
             mean[c * groups + g] = m;
             istd[c * groups + g] = is;
             for (int64_t i = 0; i < Mg; i++) row[i] = (row[i] - m) * is;
+            if (xhat16) floats_to_bf16(xhat16 + (int64_t)c * M + g * Mg, row, Mg);
             mean_sum += mu;
             var_sum += Mg > 1 ? var * Mg / (Mg - 1) : var;
         }
@@ -76,13 +77,14 @@ void bn_forward_train(float *y, float *mean, float *istd, float *run_mean, float
     }
 }
 
-void bn_forward_eval(float *y, const float *run_mean, const float *run_var, int C, int64_t M,
-                     float eps) {
+void bn_forward_eval(float *y, uint16_t *xhat16, const float *run_mean, const float *run_var,
+                     int C, int64_t M, float eps) {
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         float is = 1.0f / sqrtf(run_var[c] + eps), m = run_mean[c];
         float *row = y + (int64_t)c * M;
         for (int64_t i = 0; i < M; i++) row[i] = (row[i] - m) * is;
+        if (xhat16) floats_to_bf16(xhat16 + (int64_t)c * M, row, M);
     }
 }
 
@@ -93,6 +95,16 @@ void bn_relu_apply(float *out, const float *xhat, const float *gamma, const floa
         const float *x = xhat + (int64_t)c * M;
         float *o = out + (int64_t)c * M, ga = gamma[c], be = beta[c];
         for (int64_t i = 0; i < M; i++) o[i] = bn_relu(x[i], ga, be);
+    }
+}
+
+void bn_relu_apply_bf16(float *out, const uint16_t *xhat, const float *gamma, const float *beta,
+                        int C, int64_t M) {
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const uint16_t *x = xhat + (int64_t)c * M;
+        float *o = out + (int64_t)c * M, ga = gamma[c], be = beta[c];
+        for (int64_t i = 0; i < M; i++) o[i] = bn_relu(bf16_to_float(x[i]), ga, be);
     }
 }
 
@@ -117,8 +129,8 @@ static void relu_grad_sums(const float *xh, const float *d, int64_t n, float ga,
     *sum_dzx = lanes_total(q);
 }
 
-void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dout,
-                      const float *gamma, const float *beta, const float *istd,
+void bn_relu_backward(float *xhat, const uint16_t *xhat16, float *dgamma, float *dbeta,
+                      const float *dout, const float *gamma, const float *beta, const float *istd,
                       int C, int64_t M, int groups) {
     const int64_t Mg = M / groups;
     #pragma omp parallel for schedule(static)
@@ -127,6 +139,7 @@ void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dou
             int64_t base = (int64_t)c * M + g * Mg;
             float *xh = xhat + base, ga = gamma[c], be = beta[c];
             const float *d = dout + base;
+            if (xhat16) bf16s_to_floats(xh, xhat16 + base, Mg);
             double a, b;
             relu_grad_sums(xh, d, Mg, ga, be, &a, &b);
             dbeta[c] += (float)a;

@@ -67,21 +67,25 @@ void conv1x1_group_backward(float *din, float *dweight, float *const *dout, cons
  * (groups > 1 is "ghost" BN: local statistics of each worker's images).
  * A unit keeps only xhat; its output relu(gamma * xhat + beta) is made by
  * bn_relu_apply where and when it is read, so post-ReLU activations are not kept.
- * Training: y [C, M] holds the conv output and is overwritten with xhat;
+ * Training: y [C, M] holds the conv output and is overwritten with xhat, which
+ * also goes to xhat16 in bf16 unless that is NULL (autocast saves it so);
  * mean/istd [C * groups] are saved; running statistics move by momentum toward
  * the group averages (unbiased var). */
-void bn_forward_train(float *y, float *mean, float *istd, float *run_mean, float *run_var,
-                      int C, int64_t M, int groups, float momentum, float eps);
-/* Inference: y is normalised in place with the running statistics. */
-void bn_forward_eval(float *y, const float *run_mean, const float *run_var, int C, int64_t M,
-                     float eps);
-/* out [C, M] = relu(gamma * xhat + beta) */
+void bn_forward_train(float *y, uint16_t *xhat16, float *mean, float *istd, float *run_mean,
+                      float *run_var, int C, int64_t M, int groups, float momentum, float eps);
+/* Inference: y is normalised in place with the running statistics (and to xhat16). */
+void bn_forward_eval(float *y, uint16_t *xhat16, const float *run_mean, const float *run_var,
+                     int C, int64_t M, float eps);
+/* out [C, M] = relu(gamma * xhat + beta), from xhat in fp32 or in bf16 */
 void bn_relu_apply(float *out, const float *xhat, const float *gamma, const float *beta, int C,
                    int64_t M);
-/* dout [C, M]: gradient of the unit's output. On return xhat holds dy, the
- * gradient of the conv output; dgamma, dbeta [C] += ... */
-void bn_relu_backward(float *xhat, float *dgamma, float *dbeta, const float *dout,
-                      const float *gamma, const float *beta, const float *istd,
+void bn_relu_apply_bf16(float *out, const uint16_t *xhat, const float *gamma, const float *beta,
+                        int C, int64_t M);
+/* dout [C, M]: gradient of the unit's output. xhat holds xhat, or, when xhat16
+ * is not NULL, xhat is read from xhat16 (bf16) and xhat is only written. On
+ * return xhat holds dy, the gradient of the conv output; dgamma, dbeta [C] += ... */
+void bn_relu_backward(float *xhat, const uint16_t *xhat16, float *dgamma, float *dbeta,
+                      const float *dout, const float *gamma, const float *beta, const float *istd,
                       int C, int64_t M, int groups);
 
 /* Pooling over `planes` = C*N planes of H x W; avg counts padding in the divisor. */

@@ -1,5 +1,6 @@
 /* model.c - graph construction, forward, backward and SGD for InceptionV3. */
 #include "model.h"
+#include "gemm.h"
 #include "profile.h"
 #include <math.h>
 #include <stdlib.h>
@@ -16,13 +17,12 @@ int scale_channels(int c, double width) {
 
 /* ---------------- graph construction ---------------- */
 
-/* root < 0: a new tensor in the activation arena; root == ntensors: a new tensor
- * stored elsewhere; else channels [choff, choff + C) of root. */
+/* root < 0: a new tensor; else channels [choff, choff + C) of root. */
 static int add_tensor(Model *m, int C, int H, int W, int root, int choff) {
     m->tensors = xrealloc(m->tensors, (m->ntensors + 1) * sizeof *m->tensors);
     Tensor *t = &m->tensors[m->ntensors];
-    *t = (Tensor){ C, H, W, root < 0 ? m->ntensors : root, choff, 0, 0, -1, -1, -1, 0 };
-    if (root < 0) { t->offset = m->act_per_image; m->act_per_image += (size_t)C * H * W; }
+    *t = (Tensor){ .C = C, .H = H, .W = W, .root = root < 0 ? m->ntensors : root, .choff = choff,
+                   .grad_start = -1, .affine = -1 };
     return m->ntensors++;
 }
 
@@ -111,20 +111,10 @@ static int pooled_after_unit(Model *m, const char *name, int in, Dest d, int cou
     return out;
 }
 
-/* A pool into a concatenation is stored like any branch. A pool into a tensor of
- * its own feeds the one convolution after it: that output lives in pool_buf only
- * while needed, and backward pools again (cheap) instead of keeping it. */
+/* A pool's output is stored like any tensor's (the arena keeps it only while needed). */
 static int pool(Model *m, OpKind kind, int in, Dest d, int k, int s, int p) {
     const Tensor t = m->tensors[in];     /* a copy: make_output may move the array */
-    int Ho = conv_out(t.H, k, s, p), Wo = conv_out(t.W, k, s, p), out;
-    if (d.root < 0) {
-        out = add_tensor(m, t.C, Ho, Wo, m->ntensors, 0);   /* a root outside the arena */
-        m->tensors[out].pooled_by = m->nops;
-        size_t size = (size_t)t.C * Ho * Wo;
-        if (size > m->pool_per_image) m->pool_per_image = size;
-    } else {
-        out = make_output(m, d, t.C, Ho, Wo);
-    }
+    int out = make_output(m, d, t.C, conv_out(t.H, k, s, p), conv_out(t.W, k, s, p));
     Op *op = add_op(m, kind, in, out);
     op->cs = (ConvShape){ t.C, t.C, k, k, s, s, p, p };
     return out;
@@ -226,66 +216,148 @@ static int inception_e(Model *m, const char *b, int x) {
     return out;
 }
 
-/* Gradient buffers live only while backward needs them. Backward runs in
- * events: 0 is the head, then op i at event nops - i. A root's gradient is
- * live from the first event that accumulates into it (a consumer's backward)
- * to the last that reads it (a producer's backward); buffers whose lives do
- * not overlap share memory (first fit, by start). */
-static void plan_gradients(Model *m) {
-    int n = m->ntensors, *start = xmalloc(n * sizeof *start), *end = xmalloc(n * sizeof *end);
-    for (int t = 0; t < n; t++) { start[t] = -1; end[t] = -1; }
-    start[m->tensors[m->features].root] = 0;
-    if (m->aux_input >= 0) start[m->tensors[m->aux_input].root] = 0;
-    for (int i = m->nops - 1; i >= 0; i--) {       /* events in increasing order */
-        int ev = m->nops - i, in = m->tensors[m->ops[i].in].root, out = m->tensors[m->ops[i].out].root;
-        if (in != m->input && start[in] < 0) start[in] = ev;
-        if (ev > end[out]) end[out] = ev;
-    }
-    typedef struct { size_t off, size; int end; } Block;
-    Block *live = xmalloc(n * sizeof *live);
-    int nlive = 0;
-    m->grad_per_image = 0;
-    for (int ev = 0; ev <= m->nops; ev++)
-        for (int t = 0; t < n; t++) {
-            if (start[t] != ev || m->tensors[t].root != t) continue;
-            int k = 0;                               /* drop buffers dead before ev */
-            for (int j = 0; j < nlive; j++) if (live[j].end >= ev) live[k++] = live[j];
-            nlive = k;
-            Tensor *r = &m->tensors[t];
-            size_t size = (size_t)r->C * r->H * r->W, off = 0;
-            for (int moved = 1; moved;) {            /* lowest gap that fits */
-                moved = 0;
-                for (int j = 0; j < nlive; j++)
-                    if (off < live[j].off + live[j].size && live[j].off < off + size) {
-                        off = live[j].off + live[j].size;
-                        moved = 1;
-                    }
-            }
-            r->grad_offset = off;
-            r->grad_start = ev;
-            live[nlive++] = (Block){ off, size, end[t] < ev ? ev : end[t] };
-            if (off + size > m->grad_per_image) m->grad_per_image = off + size;
-        }
-    free(live); free(start); free(end);
+/* One arena holds everything of a step whose size grows with the batch: what
+ * forward saves for backward (each unit's xhat, pools' outputs, the input),
+ * the activations remade from an xhat while its readers need them (the
+ * "slot" of a root, once in forward and once in backward), and the gradients
+ * of tensors in backward. On one timeline (op i's forward at i, the head at
+ * nops, op i's backward at nops + backward_event[i]) each lives from its first
+ * use to its last, and buffers whose lives do not overlap share memory: the
+ * largest first, each at the lowest offset free throughout its life. So
+ * backward's gradients and slots take the place of the activations it has
+ * finished with, and the arena comes within 1% of the most that is ever live
+ * at once (at width 1). */
+typedef struct { size_t *offset, size; int start, end, order; } Block;
+
+static int block_largest_first(const void *a, const void *b) {
+    const Block *x = a, *y = b;
+    if (x->size != y->size) return x->size > y->size ? -1 : 1;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    return x->order - y->order;
 }
 
-/* A unit's output is made whole from its xhat when read. Block inputs, read by
- * three or more ops, get a slot of their own so that reading a branch's
- * intermediate tensors between their reads does not evict them. */
-static void plan_slots(Model *m) {
-    int *readers = xcalloc(m->ntensors, sizeof *readers);
-    for (int i = 0; i < m->nops; i++) readers[m->tensors[m->ops[i].in].root]++;
-    readers[m->tensors[m->features].root]++;
-    if (m->aux_input >= 0) readers[m->tensors[m->aux_input].root]++;
-    m->slot_per_image[0] = m->slot_per_image[1] = 0;
-    for (int t = 0; t < m->ntensors; t++) {
-        Tensor *r = &m->tensors[t];
-        if (r->root != t || r->affine < 0 || !readers[t]) continue;
-        r->slot = readers[t] >= 3 ? 0 : 1;
-        size_t size = (size_t)r->C * r->H * r->W;
-        if (size > m->slot_per_image[r->slot]) m->slot_per_image[r->slot] = size;
+static void add_block(Block *blocks, int *n, size_t *offset, size_t size, const int life[2]) {
+    blocks[*n] = (Block){ offset, size, life[0], life[1], *n };
+    ++*n;
+}
+
+/* Under autocast the units' xhat (roots with affine) is saved in bf16. */
+static int saved_in_bf16(const Model *m, const Tensor *root) {
+    return m->saved_bf16 && root->affine >= 0;
+}
+
+/* Extends the life [life[0], life[1]] (none: life[0] < 0) to time at. */
+static void use_at(int *life, int at) {
+    if (life[0] < 0 || at < life[0]) life[0] = at;
+    if (at > life[1]) life[1] = at;
+}
+
+/* Backward runs the ops in reverse, except that average pools (no parameters,
+ * nothing read but their output's gradient) wait until another op needs their
+ * input's gradient: the auxiliary head's pool, first in backward, would
+ * otherwise hold a Mixed_6e-sized gradient through all of Mixed_7's. */
+static void plan_backward_order(Model *m) {
+    int nops = m->nops, n = 0, npending = 0, *pending = xmalloc(nops * sizeof *pending);
+    m->backward_order = xmalloc(nops * sizeof *m->backward_order);
+    m->backward_event = xmalloc(nops * sizeof *m->backward_event);
+    for (int i = nops - 1; i >= -1; i--) {           /* -1: the pools still waiting */
+        int k = 0;
+        for (int j = 0; j < npending; j++) {
+            int root = m->tensors[m->ops[pending[j]].in].root;
+            if (i < 0 || m->tensors[m->ops[i].in].root == root || m->tensors[m->ops[i].out].root == root)
+                m->backward_order[n++] = pending[j];
+            else
+                pending[k++] = pending[j];
+        }
+        npending = k;
+        if (i < 0) break;
+        if (m->ops[i].kind == OP_AVGPOOL) pending[npending++] = i;
+        else m->backward_order[n++] = i;
     }
-    free(readers);
+    for (int k = 0; k < nops; k++) m->backward_event[m->backward_order[k]] = k + 1;
+    free(pending);
+}
+
+static void plan_memory(Model *m) {
+    int n = m->ntensors, nops = m->nops;
+    int (*stored)[2] = xmalloc(n * sizeof *stored), (*grad)[2] = xmalloc(n * sizeof *grad),
+        (*slot)[2][2] = xmalloc(n * sizeof *slot);
+    for (int t = 0; t < n; t++) {
+        stored[t][0] = grad[t][0] = slot[t][0][0] = slot[t][1][0] = -1;
+        stored[t][1] = grad[t][1] = slot[t][0][1] = slot[t][1][1] = -1;
+    }
+#define ROOT(t) m->tensors[t].root
+    use_at(stored[m->input], 0);
+    for (int i = 0; i < nops; i++) {                 /* forward; a 1x1 group's first op writes all */
+        const Op *op = &m->ops[i];
+        use_at(slot[ROOT(op->in)][0], i);
+        use_at(stored[ROOT(op->out)], op->group >= 0 ? op->group : i);
+        use_at(stored[ROOT(op->out)], i);
+    }
+    use_at(slot[ROOT(m->features)][0], nops);        /* the head */
+    use_at(grad[ROOT(m->features)], nops);
+    if (m->aux_input >= 0) {
+        use_at(slot[ROOT(m->aux_input)][0], nops);
+        use_at(grad[ROOT(m->aux_input)], nops);
+    }
+    for (int i = 0; i < nops; i++) {                 /* backward */
+        const Op *op = &m->ops[i];
+        int at = nops + m->backward_event[i], in = ROOT(op->in), out = ROOT(op->out);
+        /* BN backward leaves the conv output's gradient in the xhat; a 1x1 group's
+         * first op reads them all */
+        use_at(stored[out], op->group >= 0 ? nops + m->backward_event[op->group] : at);
+        use_at(grad[out], at);
+        if (in != m->input) use_at(grad[in], at);
+        if (op->kind == OP_AVGPOOL || (op->group >= 0 && op->group != i)) continue;
+        use_at(stored[in], at);                      /* the conv's or max pool's input */
+        use_at(slot[in][1], at);
+    }
+#undef ROOT
+    Block *blocks = xmalloc((4 * n + 2 * nops) * sizeof *blocks);
+    int nblocks = 0;
+    for (int i = 0; i < nops; i++) {                 /* fp32 outputs of ops saved in bf16 */
+        Op *op = &m->ops[i];
+        const Tensor *to = &m->tensors[op->out];
+        if (!saved_in_bf16(m, &m->tensors[to->root])) continue;
+        size_t size = (size_t)to->C * to->H * to->W;
+        int first = op->group >= 0 ? op->group : i;
+        add_block(blocks, &nblocks, &op->stage_offset[0], size, (int[]){ first, i });
+        if (op->kind == OP_CONV)
+            add_block(blocks, &nblocks, &op->stage_offset[1], size,
+                      (int[]){ nops + m->backward_event[i], nops + m->backward_event[first] });
+    }
+    for (int t = 0; t < n; t++) {
+        Tensor *r = &m->tensors[t];
+        if (r->root != t) continue;
+        size_t size = (size_t)r->C * r->H * r->W, half = (size + 1) / 2;
+        if (stored[t][0] >= 0)
+            add_block(blocks, &nblocks, &r->offset, saved_in_bf16(m, r) ? half : size, stored[t]);
+        for (int pass = 0; pass < 2; pass++)
+            if (r->affine >= 0 && slot[t][pass][0] >= 0)
+                add_block(blocks, &nblocks, &r->slot_offset[pass], size, slot[t][pass]);
+        r->grad_start = grad[t][0] < 0 ? -1 : grad[t][0] - nops;
+        if (grad[t][0] >= 0) add_block(blocks, &nblocks, &r->grad_offset, size, grad[t]);
+    }
+    qsort(blocks, nblocks, sizeof *blocks, block_largest_first);
+    m->arena_per_image = 0;
+    for (int b = 0; b < nblocks; b++) {
+        Block *x = &blocks[b];
+        size_t off = 0;
+        for (int moved = 1; moved;) {                /* lowest gap among those placed that fits */
+            moved = 0;
+            for (int j = 0; j < b; j++) {
+                const Block *y = &blocks[j];
+                if (y->start <= x->end && x->start <= y->end &&
+                    off < *y->offset + y->size && *y->offset < off + x->size) {
+                    off = *y->offset + y->size;
+                    moved = 1;
+                }
+            }
+        }
+        *x->offset = off;
+        if (off + x->size > m->arena_per_image) m->arena_per_image = off + x->size;
+    }
+    free(blocks); free(stored); free(grad); free(slot);
 }
 
 static int is_pointwise_conv(const Op *op) {
@@ -361,8 +433,8 @@ static Model *model_plan(const ModelConfig *cfg) {
         m->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
     }
     plan_groups(m);
-    plan_gradients(m);
-    plan_slots(m);
+    plan_backward_order(m);
+    plan_memory(m);
     return m;
 }
 
@@ -392,10 +464,10 @@ void model_free(Model *m) {
     free(m->pinfo); free(m->bns); free(m->tensors); free(m->ops);
     free(m->params); free(m->grads); free(m->momentum); free(m->buffers);
     free(m->act_scale); free(m->act_shift);
-    free(m->acts); free(m->dacts); free(m->act_slot[0]); free(m->act_slot[1]); free(m->pool_buf); free(m->scratch); free(m->bn_mean);
+    free(m->arena); free(m->pool_buf); free(m->scratch); free(m->bn_mean);
     free(m->bn_istd); free(m->feat); free(m->dfeat); free(m->logits); free(m->dlogits);
     free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
-    free(m->drop_mask); free(m->grad_final); free(m);
+    free(m->drop_mask); free(m->grad_final); free(m->backward_order); free(m->backward_event); free(m);
 }
 
 int model_find_param(const Model *m, const char *name) {
@@ -458,16 +530,19 @@ static size_t bn_channels(const Model *m) {
 }
 
 static void ensure_capacity(Model *m, int N) {
-    if (N <= m->capacity && m->capacity_threads == max_threads()) return;
-    if (N < m->capacity) N = m->capacity;        /* the thread count changed: same size */
+    int bf16 = gemm_autocast();
+    if (N <= m->capacity && m->capacity_threads == max_threads() && m->saved_bf16 == bf16) return;
+    if (N < m->capacity) N = m->capacity;        /* threads or precision changed: same size */
+    if (m->saved_bf16 != bf16) {
+        m->saved_bf16 = bf16;
+        plan_memory(m);
+    }
     size_t C = m->tensors[m->features].C, K = m->cfg.classes, bnc = bn_channels(m);
-    free(m->acts); free(m->dacts); free(m->act_slot[0]); free(m->act_slot[1]); free(m->scratch);
+    free(m->arena); free(m->scratch);
     free(m->bn_mean); free(m->bn_istd); free(m->feat); free(m->dfeat);
     free(m->logits); free(m->dlogits); free(m->drop_mask);
     free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
-    m->acts = xmalloc(m->act_per_image * N * sizeof(float));
-    m->dacts = xmalloc(m->grad_per_image * N * sizeof(float));
-    for (int s = 0; s < 2; s++) m->act_slot[s] = xmalloc(m->slot_per_image[s] * N * sizeof(float));
+    m->arena = xmalloc(m->arena_per_image * N * sizeof(float));
     free(m->pool_buf);
     m->pool_buf = xmalloc(m->pool_per_image * N * sizeof(float));
     m->scratch_floats = scratch_need(m, N);
@@ -489,29 +564,56 @@ static void ensure_capacity(Model *m, int N) {
 }
 
 /* Address of tensor t of a batch of N images. */
-static float *tensor_at(const Model *m, float *arena, int t, int N) {
+static float *tensor_at(const Model *m, int t, int N) {
     const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
-    if (r->pooled_by >= 0) return m->pool_buf;
-    return arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
+    return m->arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
 static float *P(const Model *m, int param) { return m->params + m->pinfo[param].offset; }
 static float *G(const Model *m, int param) { return m->grads + m->pinfo[param].offset; }
 
-/* Activations of tensor t: its stored values, or its root's BN+ReLU made in its slot. */
-static const float *activations(Model *m, int t, int N) {
+/* A unit's xhat in bf16 (saved_bf16) */
+static uint16_t *stored_bf16(const Model *m, int t, int N) {
     const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
-    float *stored = tensor_at(m, m->acts, t, N);
+    return (uint16_t *)(m->arena + r->offset * N) + (size_t)tt->choff * N * tt->H * tt->W;
+}
+
+/* Where op i's output (forward) or a conv's output gradient (backward) is made
+ * in fp32: in place of the saved tensor, or in the op's own buffer of that pass
+ * when the saved tensor is bf16. */
+static float *made_at(const Model *m, int i, int backward, int N) {
+    const Op *op = &m->ops[i];
+    if (!saved_in_bf16(m, &m->tensors[m->tensors[op->out].root])) return tensor_at(m, op->out, N);
+    return m->arena + op->stage_offset[backward] * N;
+}
+
+/* Activations of tensor t: its stored values, or its root's BN+ReLU, made in
+ * the root's slot of this pass when first read. */
+static const float *activations(Model *m, int t, int N) {
+    const Tensor *tt = &m->tensors[t];
+    Tensor *r = &m->tensors[tt->root];
+    float *stored = tensor_at(m, t, N);
     if (r->affine < 0) return stored;
     size_t plane = (size_t)N * r->H * r->W;
-    if (m->slot_root[r->slot] != tt->root) {
+    float *slot = m->arena + r->slot_offset[m->backward] * N;
+    if (r->made != m->pass_id) {
         prof_push(PROF_BN_RELU);
-        bn_relu_apply(m->act_slot[r->slot], stored - tt->choff * plane, m->act_scale + r->affine,
-                      m->act_shift + r->affine, r->C, plane);
+        if (m->saved_bf16)
+            bn_relu_apply_bf16(slot, stored_bf16(m, tt->root, N), m->act_scale + r->affine,
+                               m->act_shift + r->affine, r->C, plane);
+        else
+            bn_relu_apply(slot, stored - tt->choff * plane, m->act_scale + r->affine,
+                          m->act_shift + r->affine, r->C, plane);
         prof_pop();
-        m->slot_root[r->slot] = tt->root;
+        r->made = m->pass_id;
     }
-    return m->act_slot[r->slot] + tt->choff * plane;
+    return slot + tt->choff * plane;
+}
+
+/* Starts a pass: no slot holds activations of it yet. */
+static void begin_pass(Model *m, int backward) {
+    m->backward = backward;
+    m->pass_id++;
 }
 
 /* Gamma and beta of every unit (1 and 0 for pools into concatenations) where
@@ -527,20 +629,19 @@ static void load_affine(Model *m) {
             m->act_shift[at] = op->kind == OP_CONV ? P(m, op->beta)[c] : 0.0f;
         }
     }
-    m->slot_root[0] = m->slot_root[1] = -1;
 }
 
 /* Address of the gradient of tensor t; zeroed first when event ev starts it. */
 static float *grad_at(const Model *m, int t, int N, int ev) {
     const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
-    float *root = m->dacts + r->grad_offset * N;
+    float *root = m->arena + r->grad_offset * N;
     if (r->grad_start == ev) zero_floats(root, (size_t)r->C * r->H * r->W * N);
     return root + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
 /* x [N,3,32,32] (NCHW) into the input tensor [3, N, 32, 32] */
 static void load_input(Model *m, const float *x, int N) {
-    float *in = tensor_at(m, m->acts, m->input, N);
+    float *in = tensor_at(m, m->input, N);
     const int HW = 32 * 32;
     for (int n = 0; n < N; n++)
         for (int c = 0; c < 3; c++)
@@ -549,25 +650,29 @@ static void load_input(Model *m, const float *x, int N) {
 
 static void pool_forward(Model *m, const Op *op, int N) {
     const Tensor *ti = &m->tensors[op->in];
+    const Tensor *to = &m->tensors[op->out];
     const float *in = activations(m, op->in, N);
-    float *out = tensor_at(m, m->acts, op->out, N);
+    float *out = made_at(m, (int)(op - m->ops), 0, N);
     prof_push(PROF_POOL);
     if (op->kind == OP_MAXPOOL)
         maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
     else
         avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
+    if (out != tensor_at(m, op->out, N))               /* into a concatenation saved in bf16 */
+        matrix_to_bf16(stored_bf16(m, op->out, N), out, to->C, (int64_t)N * to->H * to->W,
+                       (int64_t)N * to->H * to->W);
     prof_pop();
 }
 
 /* The tensors of the 1x1 convs grouped with op first: their outputs, and in
  * backward their gradients, which bn_relu_backward leaves in the same place. */
 enum { MAX_GROUP = 8 };
-static int group_members(const Model *m, int first, int N, float **rows, int *couts) {
+static int group_members(const Model *m, int first, int backward, int N, float **rows, int *couts) {
     int g = 0;
     for (int j = first; j < m->nops; j++)
         if (m->ops[j].group == first) {
             if (g == MAX_GROUP) die("internal: more than %d 1x1 convolutions share an input", MAX_GROUP);
-            rows[g] = m->ops[j].pooled_output ? m->pool_buf : tensor_at(m, m->acts, m->ops[j].out, N);
+            rows[g] = m->ops[j].pooled_output ? m->pool_buf : made_at(m, j, backward, N);
             couts[g++] = m->ops[j].cs.cout;
         }
     return g;
@@ -576,12 +681,14 @@ static int group_members(const Model *m, int first, int N, float **rows, int *co
 /* Forward through every op; train selects batch statistics (in groups). */
 static void forward_ops(Model *m, int N, int train, int groups) {
     load_affine(m);
+    begin_pass(m, 0);
     for (int i = 0; i < m->nops; i++) {
         const Op *op = &m->ops[i];
         const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
         if (op->kind != OP_CONV) { pool_forward(m, op, N); continue; }
         BatchNorm *bn = &m->bns[op->bn];
-        float *y = tensor_at(m, m->acts, op->out, N);     /* conv output, then xhat in place */
+        float *y = made_at(m, i, 0, N);          /* conv output, then xhat in place */
+        uint16_t *xhat16 = m->saved_bf16 ? stored_bf16(m, op->out, N) : NULL;
         float *rm = m->buffers + bn->offset, *rv = rm + bn->channels;
         int64_t M = (int64_t)N * to->H * to->W;
         prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
@@ -590,7 +697,7 @@ static void forward_ops(Model *m, int N, int train, int groups) {
                 activations(m, op->in, N), P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
         } else if (op->group == i) {          /* the whole group; the others' outputs wait */
             float *outs[MAX_GROUP];
-            int couts[MAX_GROUP], members = group_members(m, i, N, outs, couts);
+            int couts[MAX_GROUP], members = group_members(m, i, 0, N, outs, couts);
             conv1x1_group_forward(outs, couts, members, activations(m, op->in, N), P(m, op->weight),
                                   op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
         }
@@ -603,11 +710,11 @@ static void forward_ops(Model *m, int N, int train, int groups) {
         prof_push(PROF_BN_RELU);
         if (train) {
             size_t bn_base = (bn->offset / 2) * groups;
-            bn_forward_train(y, m->bn_mean + bn_base, m->bn_istd + bn_base, rm, rv, bn->channels,
+            bn_forward_train(y, xhat16, m->bn_mean + bn_base, m->bn_istd + bn_base, rm, rv, bn->channels,
                              M, groups, BN_MOMENTUM, BN_EPS);
             bn->batches_tracked++;
         } else {
-            bn_forward_eval(y, rm, rv, bn->channels, M, BN_EPS);
+            bn_forward_eval(y, xhat16, rm, rv, bn->channels, M, BN_EPS);
         }
         prof_pop();
     }
@@ -625,20 +732,19 @@ static void grad_done(Model *m, int p) {
 }
 
 static void backward_ops(Model *m, int N, int groups) {
-    for (int i = m->nops - 1; i >= 0; i--) {
+    begin_pass(m, 1);
+    for (int ev = 1; ev <= m->nops; ev++) {
+        int i = m->backward_order[ev - 1];
         const Op *op = &m->ops[i];
         const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
-        int ev = m->nops - i;
         float *dout = grad_at(m, op->out, N, ev);
         float *din = op->in == m->input ? NULL : grad_at(m, op->in, N, ev);
         if (op->kind == OP_CONV) {
             const BatchNorm *bn = &m->bns[op->bn];
-            float *xhat = tensor_at(m, m->acts, op->out, N);   /* becomes the conv output's gradient */
-            if (m->slot_root[0] == to->root) m->slot_root[0] = -1;
-            if (m->slot_root[1] == to->root) m->slot_root[1] = -1;
+            float *xhat = made_at(m, i, 1, N);        /* becomes the conv output's gradient */
             prof_push(PROF_BN_RELU);
-            bn_relu_backward(xhat, G(m, op->gamma), G(m, op->beta), dout, P(m, op->gamma),
-                             P(m, op->beta), m->bn_istd + (bn->offset / 2) * groups, bn->channels,
+            bn_relu_backward(xhat, m->saved_bf16 ? stored_bf16(m, op->out, N) : NULL, G(m, op->gamma),
+                             G(m, op->beta), dout, P(m, op->gamma), P(m, op->beta), m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
             grad_done(m, op->gamma);
@@ -650,7 +756,6 @@ static void backward_ops(Model *m, int N, int groups) {
                 prof_pop();
             }
             if (op->group >= 0 && op->group != i) continue;   /* with the group's first op */
-            if (ti->pooled_by >= 0) pool_forward(m, &m->ops[ti->pooled_by], N);  /* pool again */
             const float *in = activations(m, op->in, N);
             prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             if (op->group < 0) {
@@ -659,7 +764,7 @@ static void backward_ops(Model *m, int N, int groups) {
                     ti->W, m->scratch);
             } else {              /* the last of its group backward visits: all their dy are ready */
                 float *douts[MAX_GROUP];
-                int couts[MAX_GROUP], members = group_members(m, i, N, douts, couts);
+                int couts[MAX_GROUP], members = group_members(m, i, 1, N, douts, couts);
                 conv1x1_group_backward(din, G(m, op->weight), douts, couts, members, in, P(m, op->weight),
                                        op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
             }

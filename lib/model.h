@@ -36,15 +36,19 @@ typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL } OpKind;
 typedef struct {
     int C, H, W;
     int root, choff;          /* storage: channels [choff, choff+C) of tensor root */
-    size_t offset;            /* roots: floats per image into the activation arena */
-    size_t grad_offset;       /* roots: floats per image into the gradient arena */
-    int grad_start;           /* roots: backward event that first writes the gradient, -1: none */
-    int pooled_by;            /* a pool's own output, kept in pool_buf and recomputed in
-                                 backward by this op; -1 for tensors kept in the arena */
+    size_t offset;            /* roots: floats per image into the arena, where the saved
+                                 activations live from forward to their last backward */
+    size_t grad_offset;       /* roots: floats per image into the arena, where the gradient
+                                 lives during backward */
+    int grad_start;           /* roots: backward event (0: the head) that first writes the
+                                 gradient, -1: none */
     int affine;               /* roots that units write: their channels' BN+ReLU at
                                  [affine, affine + C) of act_scale/act_shift; -1: the
                                  stored values are the activations */
-    int slot;                 /* roots with affine: the act_slot their activations go to */
+    size_t slot_offset[2];    /* roots with affine: floats per image into the arena where
+                                 their activations are made when first read, in forward
+                                 and in backward */
+    unsigned made;            /* the step pass (model's pass_id) whose slot holds them */
 } Tensor;
 
 typedef struct {
@@ -56,6 +60,9 @@ typedef struct {
                                  op, whose weights lead theirs in memory; -1: alone */
     int pooled_input;         /* convs: of avgpool 3x3 s1 p1 of `in` (conv_pooled_*) */
     int pooled_output;        /* 1x1 convs: avgpool 3x3 s1 p1 of the conv, then BN */
+    size_t stage_offset[2];   /* saved tensors in bf16: floats per image into the arena
+                                 where the op's fp32 output (forward) and a conv's output
+                                 gradient (backward) are made */
 } Op;
 
 typedef struct {
@@ -65,12 +72,12 @@ typedef struct {
     Tensor *tensors; int ntensors;
     Op *ops; int nops;
     int input, features, aux_input;          /* tensor ids */
+    int *backward_order;      /* [nops]: ops in the order backward runs them */
+    int *backward_event;      /* [nops]: op i's backward is event backward_event[i] (1..nops) */
     int linear_w, linear_b, aux_w, aux_b;    /* param ids of the classifiers */
-    size_t nparam_floats, nbuffer_floats, act_per_image, grad_per_image;
-    size_t pool_per_image;    /* pool_buf: the largest pool output recomputed in backward,
-                                 or conv output pooled after (pooled_output) */
-    size_t slot_per_image[2]; /* activations made when read: of roots read thrice or more
-                                 (block inputs), of the rest */
+    size_t nparam_floats, nbuffer_floats;
+    size_t arena_per_image;   /* floats per image of the arena: saved activations and gradients */
+    size_t pool_per_image;    /* pool_buf: the largest conv output pooled after (pooled_output) */
     int affine_channels;
     float *params, *grads, *momentum, *buffers;   /* buffers: BN running statistics */
     /* Data parallel: backward calls grads_ready(ctx, from) each time grads[from, end)
@@ -81,11 +88,12 @@ typedef struct {
     char *grad_final;         /* [nparams] during backward */
     int grad_frontier;        /* params [grad_frontier, nparams) are final */
     float *act_scale, *act_shift;                 /* [affine_channels]: gamma and beta, or 1, 0 */
-    /* per-batch storage, grown to the largest batch seen. The arena holds each
-     * unit's xhat (pools and the input: their values); act_slot[s] holds the
-     * activations of root slot_root[s] (-1 for none), made when read. */
-    int capacity, capacity_threads, slot_root[2];   /* scratch is per thread in part */
-    float *acts, *dacts, *act_slot[2], *scratch, *bn_mean, *bn_istd, *pool_buf;
+    /* per-batch storage, grown to the largest batch seen; arena: see plan_memory */
+    int capacity, capacity_threads;   /* scratch is per thread in part */
+    unsigned pass_id;         /* counts forward and backward passes: which slots are made */
+    int saved_bf16;           /* units' xhat saved in bf16 (autocast); the arena is planned so */
+    int backward;             /* the pass running: slots of forward (0) or backward (1) */
+    float *arena, *scratch, *bn_mean, *bn_istd, *pool_buf;
     float *feat, *dfeat, *logits, *dlogits, *aux_feat, *daux_feat, *aux_logits, *daux_logits;
     uint8_t *drop_mask;
     size_t scratch_floats, bn_stat_floats;

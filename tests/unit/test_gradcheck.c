@@ -167,7 +167,7 @@ typedef struct { int C, groups; int64_t M; float *y, *work, *gamma, *beta, *mean
 static void bn_fwd(Case *c) {
     BnCtx *k = c->ctx;
     memcpy(k->work, k->y, k->C * k->M * sizeof(float));
-    bn_forward_train(k->work, k->mean, k->istd, k->rm, k->rv, k->C, k->M, k->groups, 0.1f, 1e-5f);
+    bn_forward_train(k->work, NULL, k->mean, k->istd, k->rm, k->rv, k->C, k->M, k->groups, 0.1f, 1e-5f);
     bn_relu_apply(c->out, k->work, k->gamma, k->beta, k->C, k->M);
 }
 
@@ -180,7 +180,7 @@ static void check_bn(int groups) {
     Case c = { bn_fwd, zeros(n), randn(n), n, &k };
     float *dg = zeros(k.C), *db = zeros(k.C);
     loss_of(&c);
-    bn_relu_backward(k.work, dg, db, c.r, k.gamma, k.beta, k.istd, k.C, k.M, groups);
+    bn_relu_backward(k.work, NULL, dg, db, c.r, k.gamma, k.beta, k.istd, k.C, k.M, groups);
     float *dy = malloc(n * sizeof *dy);
     memcpy(dy, k.work, n * sizeof *dy);
     char what[64];
