@@ -95,13 +95,6 @@ uint16_t float_to_bf16(float x) {
     return (uint16_t)(u >> 16);
 }
 
-float bf16_to_float(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 __attribute__((target("avx512f,avx512bf16")))
 static void row_to_bf16(uint16_t *to, const float *from, int64_t n) {
     int64_t i = 0;
@@ -115,10 +108,6 @@ static void row_to_bf16(uint16_t *to, const float *from, int64_t n) {
 void floats_to_bf16(uint16_t *to, const float *from, int64_t n) {
     if (cpu_has_bf16()) row_to_bf16(to, from, n);
     else for (int64_t i = 0; i < n; i++) to[i] = float_to_bf16(from[i]);
-}
-
-void bf16s_to_floats(float *to, const uint16_t *from, int64_t n) {
-    for (int64_t i = 0; i < n; i++) to[i] = bf16_to_float(from[i]);
 }
 
 void matrix_to_bf16(uint16_t *to, const float *from, int64_t rows, int64_t cols, int64_t ld) {

@@ -4,6 +4,7 @@
 #ifndef INCV3_GEMM_H
 #define INCV3_GEMM_H
 #include <stdint.h>
+#include <string.h>
 
 typedef enum {
     GEMM_POINTWISE,   /* 1x1 convolutions, alone or stacked */
@@ -42,10 +43,14 @@ void gemm_observe(GemmObserver observer);
 
 /* bf16 with round-to-nearest-even, as PyTorch and the AVX512_BF16 instructions round. */
 uint16_t float_to_bf16(float x);
-float bf16_to_float(uint16_t b);
-/* to [n] = bf16 of from [n], and back (exact) */
+static inline float bf16_to_float(uint16_t b) {     /* inline: loops over it vectorise */
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+/* to [n] = bf16 of from [n] */
 void floats_to_bf16(uint16_t *to, const float *from, int64_t n);
-void bf16s_to_floats(float *to, const uint16_t *from, int64_t n);
 /* to [rows, cols] packed = bf16 of from [rows, cols], rows ld apart. */
 void matrix_to_bf16(uint16_t *to, const float *from, int64_t rows, int64_t cols, int64_t ld);
 #endif

@@ -52,6 +52,21 @@ static void sum_and_squares(const float *row, int64_t n, double *sum, double *sq
     *squares = lanes_total(q);
 }
 
+/* xhat = (row - mean) * istd, in place, or only to row16 in bf16 (through a
+ * buffer in L1: writing the fp32 row back as well would cost memory bandwidth) */
+static void normalize_row(float *row, uint16_t *row16, int64_t n, float mean, float istd) {
+    if (!row16) {
+        for (int64_t i = 0; i < n; i++) row[i] = (row[i] - mean) * istd;
+        return;
+    }
+    float chunk[256];
+    for (int64_t at = 0; at < n; at += 256) {
+        int64_t k = n - at < 256 ? n - at : 256;
+        for (int64_t i = 0; i < k; i++) chunk[i] = (row[at + i] - mean) * istd;
+        floats_to_bf16(row16 + at, chunk, k);
+    }
+}
+
 void bn_forward_train(float *y, uint16_t *xhat16, float *mean, float *istd, float *run_mean,
                       float *run_var, int C, int64_t M, int groups, float momentum, float eps) {
     const int64_t Mg = M / groups;
@@ -67,8 +82,7 @@ void bn_forward_train(float *y, uint16_t *xhat16, float *mean, float *istd, floa
             float is = (float)(1.0 / sqrt(var + eps)), m = (float)mu;
             mean[c * groups + g] = m;
             istd[c * groups + g] = is;
-            for (int64_t i = 0; i < Mg; i++) row[i] = (row[i] - m) * is;
-            if (xhat16) floats_to_bf16(xhat16 + (int64_t)c * M + g * Mg, row, Mg);
+            normalize_row(row, xhat16 ? xhat16 + (int64_t)c * M + g * Mg : NULL, Mg, m, is);
             mean_sum += mu;
             var_sum += Mg > 1 ? var * Mg / (Mg - 1) : var;
         }
@@ -83,8 +97,7 @@ void bn_forward_eval(float *y, uint16_t *xhat16, const float *run_mean, const fl
     for (int c = 0; c < C; c++) {
         float is = 1.0f / sqrtf(run_var[c] + eps), m = run_mean[c];
         float *row = y + (int64_t)c * M;
-        for (int64_t i = 0; i < M; i++) row[i] = (row[i] - m) * is;
-        if (xhat16) floats_to_bf16(xhat16 + (int64_t)c * M, row, M);
+        normalize_row(row, xhat16 ? xhat16 + (int64_t)c * M : NULL, M, m, is);
     }
 }
 
@@ -108,22 +121,37 @@ void bn_relu_apply_bf16(float *out, const uint16_t *xhat, const float *gamma, co
     }
 }
 
+/* Eight bf16 widened to floats (exact). */
+typedef uint16_t h8 __attribute__((vector_size(16)));
+typedef uint32_t u8 __attribute__((vector_size(32)));
+static inline f8 load_bf16_f8(const uint16_t *p) {
+    h8 h;
+    memcpy(&h, p, sizeof h);
+    return (f8)(__builtin_convertvector(h, u8) << 16);
+}
+
+/* xhat[i], from fp32 or, when xh16 is not NULL, from bf16 */
+static inline float xhat_at(const float *xh, const uint16_t *xh16, int64_t i) {
+    return xh16 ? bf16_to_float(xh16[i]) : xh[i];
+}
+
 /* Sums of dz and dz * xhat, where dz is d masked by the ReLU; lanes as in
  * sum_and_squares. */
-static void relu_grad_sums(const float *xh, const float *d, int64_t n, float ga, float be,
-                           double *sum_dz, double *sum_dzx) {
+static void relu_grad_sums(const float *xh, const uint16_t *xh16, const float *d, int64_t n,
+                           float ga, float be, double *sum_dz, double *sum_dzx) {
     d8 s = { 0 }, q = { 0 };
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        f8 x = load_f8(xh + i);
+        f8 x = xh16 ? load_bf16_f8(xh16 + i) : load_f8(xh + i);
         i8 on = x * ga + be > 0;                  /* bn_relu(x) > 0, NaN off */
         d8 dz = __builtin_convertvector((f8)((i8)load_f8(d + i) & on), d8);
         s += dz;
         q += dz * __builtin_convertvector(x, d8);
     }
     for (int j = 0; i < n; i++, j++) {
-        double dz = bn_relu(xh[i], ga, be) > 0 ? d[i] : 0.0f;
-        s[j] += dz; q[j] += dz * xh[i];
+        float x = xhat_at(xh, xh16, i);
+        double dz = bn_relu(x, ga, be) > 0 ? d[i] : 0.0f;
+        s[j] += dz; q[j] += dz * x;
     }
     *sum_dz = lanes_total(s);
     *sum_dzx = lanes_total(q);
@@ -138,16 +166,16 @@ void bn_relu_backward(float *xhat, const uint16_t *xhat16, float *dgamma, float 
         for (int g = 0; g < groups; g++) {
             int64_t base = (int64_t)c * M + g * Mg;
             float *xh = xhat + base, ga = gamma[c], be = beta[c];
+            const uint16_t *xh16 = xhat16 ? xhat16 + base : NULL;
             const float *d = dout + base;
-            if (xhat16) bf16s_to_floats(xh, xhat16 + base, Mg);
             double a, b;
-            relu_grad_sums(xh, d, Mg, ga, be, &a, &b);
+            relu_grad_sums(xh, xh16, d, Mg, ga, be, &a, &b);
             dbeta[c] += (float)a;
             dgamma[c] += (float)b;
             float k = ga * istd[c * groups + g] / (float)Mg, fa = (float)a, fb = (float)b;
             for (int64_t i = 0; i < Mg; i++) {
-                float dz = bn_relu(xh[i], ga, be) > 0 ? d[i] : 0.0f;
-                xh[i] = k * ((float)Mg * dz - fa - xh[i] * fb);
+                float x = xhat_at(xh, xh16, i), dz = bn_relu(x, ga, be) > 0 ? d[i] : 0.0f;
+                xh[i] = k * ((float)Mg * dz - fa - x * fb);
             }
         }
 }

@@ -67,13 +67,13 @@ void conv1x1_group_backward(float *din, float *dweight, float *const *dout, cons
  * (groups > 1 is "ghost" BN: local statistics of each worker's images).
  * A unit keeps only xhat; its output relu(gamma * xhat + beta) is made by
  * bn_relu_apply where and when it is read, so post-ReLU activations are not kept.
- * Training: y [C, M] holds the conv output and is overwritten with xhat, which
- * also goes to xhat16 in bf16 unless that is NULL (autocast saves it so);
+ * Training: y [C, M] holds the conv output and is overwritten with xhat, or,
+ * when xhat16 is not NULL, xhat goes to xhat16 in bf16 (as autocast saves it);
  * mean/istd [C * groups] are saved; running statistics move by momentum toward
  * the group averages (unbiased var). */
 void bn_forward_train(float *y, uint16_t *xhat16, float *mean, float *istd, float *run_mean,
                       float *run_var, int C, int64_t M, int groups, float momentum, float eps);
-/* Inference: y is normalised in place with the running statistics (and to xhat16). */
+/* Inference: y normalised with the running statistics, in place or to xhat16. */
 void bn_forward_eval(float *y, uint16_t *xhat16, const float *run_mean, const float *run_var,
                      int C, int64_t M, float eps);
 /* out [C, M] = relu(gamma * xhat + beta), from xhat in fp32 or in bf16 */

@@ -1,6 +1,7 @@
 /* Mixed precision (gemm_set_autocast): the bf16 rounding itself, each layer
  * kind's forward and gradients in bf16 against fp32 within bf16's error bound,
- * and the whole network on the conformance fixture against its fp32 self.
+ * batch norm with its xhat saved in bf16, and the whole network on the
+ * conformance fixture against its fp32 self.
  *
  * The bound, per element: a bf16 GEMM rounds each input to 8 significant bits
  * (to nearest: relative error at most u = 2^-8), so each product a*b is off by
@@ -156,7 +157,46 @@ static void check_group(void) {
  * rounding: fp32 against fp64 already moves its gradients by a median 1.1%,
  * and bf16's 65,536 times coarser rounding moves them by about their own size
  * (PyTorch: a median 116%, logits 14%, loss 0.6%). Our autocast keeps more in
- * fp32 (Winograd, the stored outputs of every GEMM), so it should stay inside. */
+ * fp32 (Winograd, the outputs of every GEMM until batch norm has normalised
+ * them; the saved xhat is bf16, as PyTorch's saved activations are), so it
+ * should stay inside. */
+
+/* Batch norm with its xhat saved in bf16, as autocast saves it: bit for bit
+ * fp32 batch norm whose xhat is then rounded to bf16 (rows of 300: over the
+ * 256 of a chunk, not a multiple of 8). */
+static void check_bn_bf16(void) {
+    enum { C = 5, GROUPS = 2, M = 600 };
+    const size_t n = (size_t)C * M;
+    float *y = randn(n), *dout = randn(n), *gamma = randn(C), *beta = randn(C);
+    float *y32 = malloc(n * sizeof *y32), *y16 = malloc(n * sizeof *y16), *wide = malloc(n * sizeof *wide);
+    float *out32 = malloc(n * sizeof *out32), *out16 = malloc(n * sizeof *out16);
+    float stats[2][6][C * GROUPS] = { { { 0 } } };   /* [path] mean, istd, running mean, var, dgamma, dbeta */
+    uint16_t *x16 = malloc(n * sizeof *x16), *e16 = malloc(n * sizeof *e16);
+    memcpy(y32, y, n * sizeof *y);
+    memcpy(y16, y, n * sizeof *y);
+    bn_forward_train(y32, NULL, stats[0][0], stats[0][1], stats[0][2], stats[0][3], C, M, GROUPS, 0.1f, 1e-5f);
+    bn_forward_train(y16, x16, stats[1][0], stats[1][1], stats[1][2], stats[1][3], C, M, GROUPS, 0.1f, 1e-5f);
+    int same = !memcmp(stats[0], stats[1], 4 * sizeof stats[0][0]);
+    for (size_t i = 0; i < n; i++) same &= x16[i] == float_to_bf16(y32[i]);
+    CHECK(same, "batch norm forward: the bf16 xhat is the fp32 one rounded, the statistics the same");
+    for (size_t i = 0; i < n; i++) wide[i] = bf16_to_float(x16[i]);
+    bn_relu_apply(out32, wide, gamma, beta, C, M);
+    bn_relu_apply_bf16(out16, x16, gamma, beta, C, M);
+    CHECK(bitwise_equal(out16, out32, n), "BN+ReLU from a bf16 xhat: fp32's from the same values");
+    bn_relu_backward(wide, NULL, stats[0][4], stats[0][5], dout, gamma, beta, stats[0][1], C, M, GROUPS);
+    bn_relu_backward(out16, x16, stats[1][4], stats[1][5], dout, gamma, beta, stats[0][1], C, M, GROUPS);
+    CHECK(bitwise_equal(out16, wide, n) && !memcmp(stats[0][4], stats[1][4], 2 * sizeof stats[0][0]),
+          "batch norm backward from a bf16 xhat: fp32's from the same values");
+    memcpy(y32, y, n * sizeof *y);
+    memcpy(y16, y, n * sizeof *y);
+    bn_forward_eval(y32, NULL, stats[0][2], stats[0][3], C, M, 1e-5f);
+    bn_forward_eval(y16, e16, stats[0][2], stats[0][3], C, M, 1e-5f);
+    same = 1;
+    for (size_t i = 0; i < n; i++) same &= e16[i] == float_to_bf16(y32[i]);
+    CHECK(same, "batch norm in inference: the bf16 xhat is the fp32 one rounded");
+    free(y); free(dout); free(gamma); free(beta); free(y32); free(y16); free(wide);
+    free(out32); free(out16); free(x16); free(e16);
+}
 
 static void check_network(const char *path) {
     fixture_read(path);
@@ -215,6 +255,7 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i]);
     check_group();
+    check_bn_bf16();
     check_network(argc > 1 ? argv[1] : "tests/fixtures/conformance.tz");
     return check_summary("autocast");
 }
