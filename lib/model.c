@@ -226,7 +226,8 @@ static int inception_e(Model *m, const char *b, int x) {
  * largest first, each at the lowest offset free throughout its life. So
  * backward's gradients and slots take the place of the activations it has
  * finished with, and the arena comes within 1% of the most that is ever live
- * at once (at width 1). */
+ * at once (at width 1). Inference plans forward alone: a saved tensor lives
+ * only until its last reader has run. */
 typedef struct { size_t *offset, size; int start, end, order; } Block;
 
 static int block_largest_first(const void *a, const void *b) {
@@ -278,7 +279,7 @@ static void plan_backward_order(Model *m) {
     free(pending);
 }
 
-static void plan_memory(Model *m) {
+static void plan_memory(Model *m, int training) {
     int n = m->ntensors, nops = m->nops;
     int (*stored)[2] = xmalloc(n * sizeof *stored), (*grad)[2] = xmalloc(n * sizeof *grad),
         (*slot)[2][2] = xmalloc(n * sizeof *slot);
@@ -290,17 +291,22 @@ static void plan_memory(Model *m) {
     use_at(stored[m->input], 0);
     for (int i = 0; i < nops; i++) {                 /* forward; a 1x1 group's first op writes all */
         const Op *op = &m->ops[i];
+        use_at(stored[ROOT(op->in)], i);
         use_at(slot[ROOT(op->in)][0], i);
         use_at(stored[ROOT(op->out)], op->group >= 0 ? op->group : i);
         use_at(stored[ROOT(op->out)], i);
     }
-    use_at(slot[ROOT(m->features)][0], nops);        /* the head */
-    use_at(grad[ROOT(m->features)], nops);
+    use_at(stored[ROOT(m->features)], nops);         /* the head */
+    use_at(slot[ROOT(m->features)][0], nops);
     if (m->aux_input >= 0) {
+        use_at(stored[ROOT(m->aux_input)], nops);
         use_at(slot[ROOT(m->aux_input)][0], nops);
-        use_at(grad[ROOT(m->aux_input)], nops);
     }
-    for (int i = 0; i < nops; i++) {                 /* backward */
+    if (training) {
+        use_at(grad[ROOT(m->features)], nops);
+        if (m->aux_input >= 0) use_at(grad[ROOT(m->aux_input)], nops);
+    }
+    for (int i = 0; i < nops && training; i++) {     /* backward */
         const Op *op = &m->ops[i];
         int at = nops + m->backward_event[i], in = ROOT(op->in), out = ROOT(op->out);
         /* BN backward leaves the conv output's gradient in the xhat; a 1x1 group's
@@ -322,7 +328,7 @@ static void plan_memory(Model *m) {
         size_t size = (size_t)to->C * to->H * to->W;
         int first = op->group >= 0 ? op->group : i;
         add_block(blocks, &nblocks, &op->stage_offset[0], size, (int[]){ first, i });
-        if (op->kind == OP_CONV)
+        if (op->kind == OP_CONV && training)
             add_block(blocks, &nblocks, &op->stage_offset[1], size,
                       (int[]){ nops + m->backward_event[i], nops + m->backward_event[first] });
     }
@@ -434,7 +440,7 @@ static Model *model_plan(const ModelConfig *cfg) {
     }
     plan_groups(m);
     plan_backward_order(m);
-    plan_memory(m);
+    m->plan_training = -1;          /* the arena is planned when a step needs it */
     return m;
 }
 
@@ -529,13 +535,15 @@ static size_t bn_channels(const Model *m) {
     return c;
 }
 
-static void ensure_capacity(Model *m, int N) {
-    int bf16 = gemm_autocast();
-    if (N <= m->capacity && m->capacity_threads == max_threads() && m->saved_bf16 == bf16) return;
-    if (N < m->capacity) N = m->capacity;        /* threads or precision changed: same size */
-    if (m->saved_bf16 != bf16) {
+/* Storage for batches of N, planned for training or inference in the current precision. */
+static void ensure_capacity(Model *m, int N, int training) {
+    int bf16 = gemm_autocast(), same_plan = m->plan_training == training && m->saved_bf16 == bf16;
+    if (same_plan && N <= m->capacity && m->capacity_threads == max_threads()) return;
+    if (N < m->capacity) N = m->capacity;        /* threads or plan changed: same size */
+    if (!same_plan) {
         m->saved_bf16 = bf16;
-        plan_memory(m);
+        m->plan_training = training;
+        plan_memory(m, training);
     }
     size_t C = m->tensors[m->features].C, K = m->cfg.classes, bnc = bn_channels(m);
     free(m->arena); free(m->scratch);
@@ -789,7 +797,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
                         uint64_t dropout_seed, const uint64_t *keys, float *logits_out) {
     if (groups < 1 || N % groups) die("batch of %d images does not split into %d BN groups", N, groups);
     if (N / groups < 2) die("batch norm in training needs at least 2 images per group (got %d)", N / groups);
-    ensure_capacity(m, N);
+    ensure_capacity(m, N, 1);
     prof_push(PROF_INPUT);
     load_input(m, x, N);
     prof_pop();
@@ -839,7 +847,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
 }
 
 void model_eval(Model *m, const float *x, int N, float *logits) {
-    ensure_capacity(m, N);
+    ensure_capacity(m, N, 0);
     load_input(m, x, N);
     forward_ops(m, N, 0, 1);
     const Tensor *tf = &m->tensors[m->features];

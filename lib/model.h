@@ -91,7 +91,8 @@ typedef struct {
     /* per-batch storage, grown to the largest batch seen; arena: see plan_memory */
     int capacity, capacity_threads;   /* scratch is per thread in part */
     unsigned pass_id;         /* counts forward and backward passes: which slots are made */
-    int saved_bf16;           /* units' xhat saved in bf16 (autocast); the arena is planned so */
+    int plan_training;        /* the arena is planned for training (1), inference (0), not yet (-1) */
+    int saved_bf16;           /* and with units' xhat saved in bf16 (autocast) */
     int backward;             /* the pass running: slots of forward (0) or backward (1) */
     float *arena, *scratch, *bn_mean, *bn_istd, *pool_buf;
     float *feat, *dfeat, *logits, *dlogits, *aux_feat, *daux_feat, *aux_logits, *daux_logits;

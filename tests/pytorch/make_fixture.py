@@ -1,7 +1,8 @@
 """Writes tests/fixtures/conformance.tz: a small-width InceptionV3 (with the
 auxiliary classifier, dropout off) in PyTorch, its initial state, one batch,
 the logits, the loss, every parameter gradient, the state and momentum after
-one SGD step, and the loss and state of a second step taken from there; and how
+one SGD step, the loss and state of a second step taken from there and the
+logits in inference (running statistics) from that state; and how
 far PyTorch's own bf16 autocast moves the first step from float32 (the yardstick
 of test_autocast). Run with Debian's python3-torch:
     /usr/bin/python3 tests/pytorch/make_fixture.py tests/fixtures/conformance.tz
@@ -84,6 +85,9 @@ def main(out):
             recs += [stream_record(prefix + "momentum." + k, f32(opt.state[p]["momentum_buffer"]))
                      for k, p in model.named_parameters()]
     recs.append(stream_record("losses", np.array(losses, dtype=np.float32)))
+    model.eval()
+    with torch.no_grad():
+        recs.append(stream_record("eval_logits", f32(model(x64))))
     recs.append(stream_record("autocast_distance", autocast_distance(x, y)))
     data = b"".join(recs) + stream_end()
     subprocess.run(["zstd", "-q", "-19", "-f", "-o", out], input=data, check=True)

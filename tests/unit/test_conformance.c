@@ -1,6 +1,7 @@
 /* The whole network against PyTorch (tests/pytorch/make_fixture.py): logits,
- * loss, every parameter gradient, the state after one SGD step, and a second
- * step taken from PyTorch's state and momentum after the first. */
+ * loss, every parameter gradient, the state after one SGD step, a second step
+ * taken from PyTorch's state and momentum after the first, and inference
+ * (running statistics, no auxiliary head) from PyTorch's state after that. */
 #include "check.h"
 #include "fixture.h"
 #include "model.h"
@@ -132,6 +133,12 @@ int main(int argc, char **argv) {
     printf("the second step's updates: relative L2 difference median %.3g, worst %.3g\n", median,
            errs[m->nparams - 1]);
     free(errs);
+
+    load_state(m, "step2");
+    model_eval(m, x, N, logits);
+    d = rel_diff(logits, fx("eval_logits")->data, N * K);
+    CHECK(d < TOL_FORWARD, "logits in inference differ by %.3g", d);
+    printf("inference: logits' largest difference %.3g of the largest logit\n", d);
     free(logits);
     model_free(m);
     return check_summary("conformance");
