@@ -666,7 +666,7 @@ static void pool_forward(Model *m, const Op *op, int N) {
         maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
     else
         avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
-    if (out != tensor_at(m, op->out, N))               /* into a concatenation saved in bf16 */
+    if (saved_in_bf16(m, &m->tensors[to->root]))      /* into a concatenation saved in bf16 */
         matrix_to_bf16(stored_bf16(m, op->out, N), out, to->C, (int64_t)N * to->H * to->W,
                        (int64_t)N * to->H * to->W);
     prof_pop();
@@ -751,8 +751,9 @@ static void backward_ops(Model *m, int N, int groups) {
             const BatchNorm *bn = &m->bns[op->bn];
             float *xhat = made_at(m, i, 1, N);        /* becomes the conv output's gradient */
             prof_push(PROF_BN_RELU);
-            bn_relu_backward(xhat, m->saved_bf16 ? stored_bf16(m, op->out, N) : NULL, G(m, op->gamma),
-                             G(m, op->beta), dout, P(m, op->gamma), P(m, op->beta), m->bn_istd + (bn->offset / 2) * groups, bn->channels,
+            bn_relu_backward(xhat, m->saved_bf16 ? stored_bf16(m, op->out, N) : NULL,
+                             G(m, op->gamma), G(m, op->beta), dout, P(m, op->gamma), P(m, op->beta),
+                             m->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
             grad_done(m, op->gamma);
