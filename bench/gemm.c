@@ -109,6 +109,11 @@ static void run(int e, const Shape *s, const float *A, const float *B, float *C,
     }
 }
 
+/* The column of bench-gemm's table that times an engine of lib/gemm.c */
+static int candidate_of(GemmEngine e) {
+    return e == ENGINE_OPENBLAS ? OPENBLAS : e == ENGINE_ONEDNN ? ONEDNN : ONEDNN_BF16;
+}
+
 static int per_thread_kind(GemmKind k) { return k == GEMM_WINOGRAD || k == GEMM_SHIFTED; }
 
 /* Seconds per call: the best of a few timed rounds after a warm-up. */
@@ -194,7 +199,7 @@ int main(int argc, char **argv) {
     printf("%-9s %-9s %5s %7s", "kind", "pass", "calls", "GFLOP");
     for (int e = 0; e < CANDIDATES; e++) printf(" %15s", candidate_names[e]);
     printf("  fastest fp32 / bf16; incv3 runs fp32 / autocast\n");
-    double sum[CANDIDATES] = { 0 };
+    double sum[CANDIDATES] = { 0 }, chosen[2] = { 0 };   /* on incv3's engines: fp32, autocast */
     for (int k = 0; k < GEMM_KINDS; k++)
         for (int p = 0; p < GEMM_PASSES; p++) {
             if (!calls[k][p]) continue;
@@ -211,11 +216,22 @@ int main(int argc, char **argv) {
             printf("  %s / %s; ", candidate_names[best32], bf16 ? candidate_names[best16] : "-");
             gemm_set_autocast(0);
             printf("%s / ", gemm_engine_name(gemm_engine(k, p)));
-            printf("%s\n", gemm_set_autocast(1) ? gemm_engine_name(gemm_engine(k, p)) : "-");
+            chosen[0] += total[k][p][candidate_of(gemm_engine(k, p))];
+            if (gemm_set_autocast(1)) {
+                printf("%s\n", gemm_engine_name(gemm_engine(k, p)));
+                chosen[1] += total[k][p][candidate_of(gemm_engine(k, p))];
+            } else printf("-\n");
             gemm_set_autocast(0);
         }
     printf("%-9s %-9s %5s %7s", "all", "", "", "");
     for (int e = 0; e < CANDIDATES; e++) sum[e] >= 1e29 ? printf(" %15s", "-") : printf(" %7.4f %7s", sum[e], "");
+    printf("\n");
+    /* Work outside the GEMMs costs autocast at least what it costs fp32, so this bounds
+     * how much faster a whole step can get with autocast. */
+    printf("a step's GEMMs on incv3's engines: fp32 %.4f s", chosen[0]);
+    if (bf16)
+        printf(", autocast %.4f s: a whole step is at most %.2fx faster with autocast", chosen[1],
+               chosen[0] / chosen[1]);
     printf("\n");
     return 0;
 }
