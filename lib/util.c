@@ -58,11 +58,14 @@ static void vmsg(const char *fmt, va_list ap) {
 }
 
 jmp_buf *die_jump;
+/* An error has been reported: the exit that follows must not report another. */
+static int dying;
 
 void die(const char *fmt, ...) {
     if (die_jump) longjmp(*die_jump, EXIT_DATA);
     va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
     remove_pending();
+    dying = 1;
     exit(EXIT_DATA);
 }
 
@@ -70,6 +73,7 @@ void usage_die(const char *fmt, ...) {
     if (die_jump) longjmp(*die_jump, EXIT_USAGE);
     va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
     remove_pending();
+    dying = 1;
     exit(EXIT_USAGE);
 }
 
@@ -140,20 +144,30 @@ void bad_option(char **argv) {
     usage_die("invalid option or missing value: %s (see --help)", arg ? arg : "?");
 }
 
-/* Standard output fully written, or a one-line error and exit 1 (--help > /dev/full). */
-static __attribute__((noreturn)) void finish_stdout(void) {
-    if (fflush(stdout) || ferror(stdout)) die("cannot write standard output: %s", strerror(errno ? errno : EIO));
-    exit(0);
+/* Every tool's last act (atexit): whatever it printed reached standard output, or
+ * one line and exit 1, so that `tool > /dev/full` never succeeds, whichever command
+ * printed. Closing a standard output that was closed before we started (EBADF) with
+ * nothing written to it is no error. */
+static void close_stdout(void) {
+    if (dying) return;
+    errno = 0;
+    int failed = fflush(stdout) || ferror(stdout);
+    int err = errno;
+    if (!failed && fclose(stdout) && errno != EBADF) { failed = 1; err = errno; }
+    if (!failed) return;
+    fprintf(stderr, "%s: cannot write standard output: %s\n", tool_name, strerror(err ? err : EIO));
+    remove_pending();
+    _exit(EXIT_DATA);
 }
 
 void print_version(void) {
     printf("%s (incv3) %s\n", tool_name, INCV3_VERSION);
-    finish_stdout();
+    exit(0);
 }
 
 void print_help(const char *usage) {
     fputs(usage, stdout);
-    finish_stdout();
+    exit(0);
 }
 
 /* Vector width of this CPU: 0 SSE, 1 AVX, 2 AVX2, 3 AVX-512. */
@@ -190,35 +204,52 @@ void tool_init(const char *name, int argc, char **argv) {
     (void)argc;
     tool_name = name;
     blas_check_coretype(argv);
+    atexit(close_stdout);
 }
 
 /* ---- atomic files ---- */
 
-/* Temporary files PATH.tmp.PID of ours whose writer died (SIGKILL, power): a process
- * that no longer exists will never commit them. */
-static void remove_stale_temps(const char *path) {
-    char *copy = xstrdup(path), *copy2 = xstrdup(path);
-    const char *dir = dirname(copy), *base = basename(copy2);
-    size_t blen = strlen(base);
+/* A temporary file is named BASE.tmp.PID beside its target BASE. A BASE too long to
+ * take the suffix within the file system's name limit is cut short and given a hash
+ * of the whole name instead (BASE' ~ HASH .tmp.PID), so every name the file system
+ * accepts can be written atomically, and each target still has temporaries of its own. */
+#define TMP_SUFFIX_MAX 16       /* ".tmp." and a pid of up to 10 digits, and a NUL */
+static char *temp_prefix(const char *dir, const char *base) {
+    long name_max = pathconf(dir, _PC_NAME_MAX);
+    if (name_max <= 0 || name_max > 4096) name_max = 255;
+    size_t blen = strlen(base), room = (size_t)name_max - (TMP_SUFFIX_MAX - 1);
+    if (blen > (size_t)name_max) die("cannot create %s: %s", base, strerror(ENAMETOOLONG));
+    if (blen <= room) return xstrdup(base);
+    uint64_t h = 0xcbf29ce484222325ULL;         /* FNV-1a over the whole name */
+    for (const char *c = base; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ULL;
+    size_t keep = room - 17;                    /* "~" and 16 hex digits */
+    char *p = xmalloc(room + 1);
+    memcpy(p, base, keep);
+    snprintf(p + keep, 18, "~%016llx", (unsigned long long)h);
+    return p;
+}
+
+/* Temporary files of ours for this target whose writer died (SIGKILL, power): a
+ * process that no longer exists will never commit them. */
+static void remove_stale_temps(const char *dir, const char *prefix) {
+    size_t plen = strlen(prefix);
     DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            const char *n = e->d_name;
-            if (strncmp(n, base, blen) || strncmp(n + blen, ".tmp.", 5) || !n[blen + 5]) continue;
-            const char *p = n + blen + 5;
-            char *end;
-            long pid = strtol(p, &end, 10);
-            if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-            size_t len = strlen(dir) + strlen(n) + 2;
-            char *full = xmalloc(len);
-            snprintf(full, len, "%s/%s", dir, n);
-            unlink(full);
-            free(full);
-        }
-        closedir(d);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, prefix, plen) || strncmp(n + plen, ".tmp.", 5) || !n[plen + 5]) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(n + plen + 5, &end, 10);
+        if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        size_t len = strlen(dir) + strlen(n) + 2;
+        char *full = xmalloc(len);
+        snprintf(full, len, "%s/%s", dir, n);
+        unlink(full);
+        free(full);
     }
-    free(copy); free(copy2);
+    closedir(d);
 }
 
 /* Where output to `path` really goes: through symbolic links to their target (the
@@ -259,10 +290,16 @@ AtomicFile *atomic_open(const char *path) {
         if (!a->f) die("cannot open %s: %s", path, strerror(errno));
         return a;
     }
-    remove_stale_temps(a->path);
-    size_t n = strlen(a->path) + 32;
+    char *copy = xstrdup(a->path), *copy2 = xstrdup(a->path);
+    const char *dir = dirname(copy);
+    char *prefix = temp_prefix(dir, basename(copy2));
+    remove_stale_temps(dir, prefix);
+    const char *slash = strrchr(a->path, '/');
+    int dirlen = slash ? (int)(slash - a->path + 1) : 0;      /* "DIR/" as the path gives it */
+    size_t n = dirlen + strlen(prefix) + TMP_SUFFIX_MAX;
     a->tmp = xmalloc(n);
-    snprintf(a->tmp, n, "%s.tmp.%d", a->path, (int)getpid());
+    snprintf(a->tmp, n, "%.*s%s.tmp.%d", dirlen, a->path, prefix, (int)getpid());
+    free(copy); free(copy2); free(prefix);
     static int handlers;
     if (!handlers) {
         handlers = 1;

@@ -10,8 +10,9 @@
 /* Exit statuses of every tool. */
 enum { EXIT_DATA = 1, EXIT_USAGE = 2 };
 
-/* Call first in main: names the tool for messages and makes sure OpenBLAS runs
- * the kernels of this CPU (see blas_check_coretype). */
+/* Call first in main: names the tool for messages, makes sure OpenBLAS runs the
+ * kernels of this CPU (see blas_check_coretype), and checks at exit that all that
+ * was printed reached standard output (else one line and exit 1). */
 void tool_init(const char *name, int argc, char **argv);
 extern const char *tool_name;
 
@@ -39,10 +40,11 @@ void parse_shard(const char *opt, const char *s, int *index, int *count);
 /* Reports an unknown option or missing argument from getopt_long (exit 2). */
 void bad_option(char **argv) __attribute__((noreturn));
 void print_version(void) __attribute__((noreturn));
-/* Prints the usage text and exits 0, or 1 when standard output cannot take it. */
+/* Prints the usage text and exits 0 (1 when standard output cannot take it). */
 void print_help(const char *usage) __attribute__((noreturn));
 
-/* Atomic output: write to PATH.tmp.PID, then fsync + rename on commit.
+/* Atomic output: write to PATH.tmp.PID (a name cut short, with a hash, where PATH's
+ * own is too long to take the suffix), then fsync + rename on commit.
  * A die() before commit removes the temporary file. */
 typedef struct AtomicFileTag {
     char *path, *tmp;

@@ -171,3 +171,110 @@ PYEOF
     assert_output --partial "incv3-step: stdin:"
     [ ! -e "$T/r2/last.ckpt" ]
 }
+
+@test "a data set smaller than one step: refused before anything runs, with the counts named" {
+    mkdir "$T/small"
+    make_cifar "$T/small/data_batch_1.bin" 16
+    make_cifar "$T/small/test_batch.bin" 16
+    run run_incv3 --dataset_path "$T/small" --autocast True -- --run "$T/r1" --width 0.0625
+    assert_failure 2
+    assert_output "train: 16 training images make no full step of --batch 128 x 1 worker(s) x 1 rank(s) = 128 images; use --batch 16 or less (see --help)"
+    [ ! -e "$T/r1" ]
+    # data-parallel shards: each worker needs a batch of its own
+    run train --data "$T/small" --batch 16 --workers 2 --run "$T/r2" --width 0.0625
+    assert_failure 2
+    assert_output --partial "16 training images make no full step of --batch 16 x 2 worker(s) x 1 rank(s) = 32 images; use --batch 8 or less"
+    run train --data "$T/small" --batch 1 --workers 32 --run "$T/r2" --width 0.0625
+    assert_failure 2
+    assert_output --partial "use fewer workers than images"
+    # the ranks of an MPI job count too (checked before MPI is used)
+    run env OMPI_COMM_WORLD_SIZE=4 OMPI_COMM_WORLD_RANK=0 train --mpi --data "$T/small" --batch 8 --run "$T/r2"
+    assert_failure 2
+    assert_output --partial "x 4 rank(s) = 32 images; use --batch 4 or less"
+    run train --data "$T/small" --limit 10 --batch 12 --run "$T/r2"
+    assert_output --partial "10 training images"
+    [ ! -e "$T/r2" ]
+    # exactly one step's worth trains
+    train --data "$T/small" --batch 8 --workers 2 --epochs 1 --run "$T/r3" --width 0.0625 2> /dev/null
+    run incv3-ckpt info "$T/r3/last.ckpt"
+    assert_line "step 1"
+}
+
+@test "standard output that cannot be written: every tool and subcommand fails with one line, exit 1" {
+    make_cifar "$T/d.bin" 8
+    cifar-decode -b 4 "$T/d.bin" -o "$T/d.tz"
+    incv3-ckpt init --width 0.0625 -o "$T/m.ckpt"
+    incv3-step --eval -c "$T/m.ckpt" "$T/d.tz" -o "$T/l.tz"
+    "$PY" -c "import numpy as np; np.save('$T/a.npy', np.zeros((2, 3), np.float32))"
+    printed=(
+        "cifar-decode $T/d.bin"
+        "cifar-decode --count $T/d.bin"
+        "augment --flip $T/d.tz"
+        "tensor ls $T/d.tz"
+        "tensor import a $T/a.npy"
+        "incv3-step -c $T/m.ckpt --no-save $T/d.tz"
+        "incv3-step --eval -c $T/m.ckpt $T/d.tz"
+        "evaluate $T/l.tz"
+        "evaluate --json $T/l.tz"
+        "incv3-ckpt info $T/m.ckpt"
+    )
+    for cmd in "${printed[@]}"; do
+        run bash -c "$cmd > /dev/full"
+        [ "$status" -eq 1 ] || fail "$cmd > /dev/full: exit $status: $output"
+        assert_one_line_error "${cmd%% *}"
+        assert_output --partial "cannot write"
+        # closed before the tool starts: nowhere to write either
+        run bash -c "$cmd >&-"
+        [ "$status" -eq 1 ] || fail "$cmd >&-: exit $status: $output"
+        assert_one_line_error "${cmd%% *}"
+    done
+    # commands that print nothing on standard output have nothing to fail on
+    silent=(
+        "incv3-ckpt init --width 0.0625 -o $T/n.ckpt"
+        "incv3-ckpt export $T/m.ckpt $T/m.safetensors"
+        "incv3-ckpt import $T/m.safetensors -o $T/i.ckpt"
+        "tensor export x -o $T/x.npy $T/d.tz"
+        "tensor png -o $T/x.png $T/d.tz"
+        "cifar-decode $T/d.bin -o $T/e.tz"
+        "incv3-step -c $T/m.ckpt --no-save --log $T/log $T/d.tz"
+    )
+    for cmd in "${silent[@]}"; do
+        run bash -c "$cmd > /dev/full"
+        [ "$status" -eq 0 ] || fail "$cmd > /dev/full: exit $status: $output"
+    done
+    for script in train run_incv3; do
+        run bash -c "$script --help > /dev/full"
+        [ "$status" -eq 1 ] || fail "$script --help > /dev/full: exit $status: $output"
+        assert_output "$script: cannot write standard output"
+    done
+}
+
+@test "any name the file system takes is written atomically: 254 and 255 bytes, none left behind" {
+    make_cifar "$T/d.bin" 8
+    cifar-decode -b 4 "$T/d.bin" -o "$T/d.tz"
+    for len in 254 255; do
+        n=$(printf 'n%.0s' $(seq "$len"))
+        mkdir "$T/$len" && cd "$T/$len"
+        incv3-ckpt init --width 0.0625 -o "$n"
+        incv3-ckpt info "$n" > /dev/null
+        incv3-ckpt export "$n" "${n:0:$((len - 12))}.safetensors"
+        rm "$n" && incv3-ckpt import "${n:0:$((len - 12))}.safetensors" -o "$n"
+        incv3-step -c "$n" --no-save --log "${n:0:$((len - 4))}.log" "$T/d.tz"
+        incv3-step --eval -c "$n" "$T/d.tz" -o "${n:0:$((len - 3))}.tz"
+        cifar-decode -b 4 "$T/d.bin" -o "$n.x" 2> /dev/null && fail "took a name past the limit"
+        rm "$n"
+        cifar-decode -b 4 "$T/d.bin" -o "$n"
+        augment --flip "$n" -o "${n:0:$((len - 1))}a"
+        tensor export x -o "${n:0:$((len - 4))}.npy" "$n"
+        tensor png -o "${n:0:$((len - 4))}.png" "$n"
+        [ "$(ls | wc -l)" -eq 7 ] || fail "$(ls)"
+        [ -z "$(find . -name '*.tmp.*')" ] || fail "a temporary file is left"
+        cd "$T"
+    done
+    # a name the file system refuses is refused before anything is written
+    run incv3-ckpt init --width 0.0625 -o "$T/$(printf 'n%.0s' $(seq 256))"
+    assert_failure 1
+    assert_one_line_error incv3-ckpt
+    assert_output --partial "File name too long"
+    [ -z "$(find "$T" -name '*.tmp.*')" ]
+}

@@ -18,6 +18,7 @@ static const char USAGE[] =
     "      --shard I/N        emit slice I of each global batch of N*B images\n"
     "      --limit N          use only the first N records of the files\n"
     "      --drop-last        omit a final incomplete (global) batch\n"
+    "      --count            print the number of records (after --limit) and exit\n"
     "      --cifar100 fine|coarse  the files are CIFAR-100; which label to emit (python\n"
     "                         versions and CIFAR-100 tarballs say so themselves: fine)\n"
     "      --split train|test which batches of a tarball (default train)\n"
@@ -26,7 +27,7 @@ static const char USAGE[] =
     "  -h, --help             --version\n";
 
 enum { OPT_SHUFFLE = 256, OPT_EPOCH, OPT_SHARD, OPT_LIMIT, OPT_DROP, OPT_C100, OPT_SPLIT, OPT_LEVEL,
-       OPT_RAW, OPT_VERSION };
+       OPT_RAW, OPT_COUNT, OPT_VERSION };
 
 int main(int argc, char **argv) {
     tool_init("cifar-decode", argc, argv);
@@ -37,11 +38,12 @@ int main(int argc, char **argv) {
         { "cifar100", required_argument, 0, OPT_C100 }, { "split", required_argument, 0, OPT_SPLIT },
         { "output", required_argument, 0, 'o' },
         { "level", required_argument, 0, OPT_LEVEL }, { "raw", no_argument, 0, OPT_RAW },
+        { "count", no_argument, 0, OPT_COUNT },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
     long long batch = 128, epoch = 0, limit = -1;
     unsigned long long seed = 0;
     int shuffle = 0, shard_i = 0, shard_n = 1, drop_last = 0, cifar100 = 0, fine = 1;
-    int raw = 0, level = DEFAULT_ZSTD_LEVEL, test_split = 0, c;
+    int raw = 0, level = DEFAULT_ZSTD_LEVEL, test_split = 0, count_only = 0, c;
     const char *out_path = NULL;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "b:o:h", longopts, NULL)) != -1) {
@@ -66,6 +68,7 @@ int main(int argc, char **argv) {
         case 'o': out_path = optarg; break;
         case OPT_LEVEL: level = parse_level(optarg); break;
         case OPT_RAW: raw = 1; break;
+        case OPT_COUNT: count_only = 1; break;
         case 'h': print_help(USAGE);
         case OPT_VERSION: print_version();
         default: bad_option(argv);
@@ -79,6 +82,10 @@ int main(int argc, char **argv) {
     for (int a = optind; a < argc; a++) cifar_add_path(&set, argv[a], test_split);
     const size_t pixels = CIFAR_PIXELS;
     size_t count = limit >= 0 && (size_t)limit < set.count ? (size_t)limit : set.count;
+    if (count_only) {
+        printf("%zu\n", count);
+        return 0;
+    }
 
     size_t *order = xmalloc(count * sizeof *order);
     for (size_t i = 0; i < count; i++) order[i] = i;
