@@ -1,6 +1,7 @@
 /* checkpoint.c - see checkpoint.h. */
 #include "checkpoint.h"
 #include "stream.h"
+#include "util.h"
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>

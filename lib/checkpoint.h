@@ -7,6 +7,7 @@
 #ifndef INCV3_CHECKPOINT_H
 #define INCV3_CHECKPOINT_H
 #include "model.h"
+#include "stream.h"
 
 typedef struct {
     uint64_t step;      /* optimizer steps taken */

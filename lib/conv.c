@@ -22,7 +22,7 @@
  * Also here: avgpool 3x3 then a convolution, pooled image by image while
  * padding (Inception-A's pool branch), and 1x1 convolutions of one input
  * stacked into one GEMM. */
-#include "layers.h"
+#include "conv.h"
 #include "profile.h"
 #include "winograd.h"
 #include "gemm.h"

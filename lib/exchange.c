@@ -1,6 +1,7 @@
 /* exchange.c - see exchange.h. */
 #include "exchange.h"
 #include "profile.h"
+#include "stream.h"
 #include "util.h"
 #include <errno.h>
 #include <pthread.h>

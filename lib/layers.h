@@ -5,7 +5,7 @@
  * ([Cout, K] x [K, N*Ho*Wo]), a 1x1 convolution needs no im2col at all,
  * batch norm works on contiguous rows, and a channel concatenation is free:
  * each branch writes its rows of the concatenated tensor in place. (Over
- * wide images a convolution goes image by image instead: conv.c.)
+ * wide images a convolution goes image by image instead: conv.h.)
  * Backward functions accumulate (+=) into input and parameter gradients, so
  * a tensor read by several branches sums their gradients. */
 #ifndef INCV3_LAYERS_H
@@ -23,44 +23,6 @@ static inline int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) 
 /* p[0, n) = 0 on all threads: large per-batch buffers, where one thread's
  * memset would hold the others up. */
 void zero_floats(float *p, size_t n);
-
-/* 1x1, stride 1, no padding: a plain GEMM on its input, no im2col. */
-int conv_is_pointwise(const ConvShape *cs);
-
-/* Floats of scratch a convolution needs for N images (0 for 1x1 stride 1) at
- * the current thread count (image by image, each thread has its own). */
-size_t conv_scratch_floats(const ConvShape *cs, int N, int H, int W);
-
-/* out [cout, N, Ho, Wo] = in [cin, N, H, W] (*) weight [cout, cin, kh, kw] */
-void conv_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
-                  int N, int H, int W, float *scratch);
-/* din [cin, N, H, W] += ..., dweight [cout, cin, kh, kw] += ...; din may be NULL.
- * scratch: twice conv_scratch_floats. */
-void conv_backward(float *din, float *dweight, const float *dout, const float *in,
-                   const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch);
-
-/* avgpool 3x3 s1 p1 (padding counted in the divisor) of in, then the
- * convolution cs (stride 1, over images wide enough to go image by image):
- * the Inception-A pool branch, pooled image by image in cache and never kept.
- * d(input) is of the pool's input. Scratch: twice conv_pooled_scratch_floats. */
-size_t conv_pooled_scratch_floats(const ConvShape *cs, int N, int H, int W);
-void conv_pooled_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
-                         int N, int H, int W, float *scratch);
-void conv_pooled_backward(float *din, float *dweight, const float *dout, const float *in,
-                          const float *weight, const ConvShape *cs, int N, int H, int W,
-                          float *scratch);
-
-/* Several 1x1 stride-1 convolutions of one input as one GEMM: its many rows
- * keep OpenBLAS near its peak where each alone has few. weight [rows, cin]
- * stacks theirs (rows = the sum of couts[g]); out[g] [couts[g], L]. Works in
- * chunks of columns through scratch (conv1x1_group_scratch_floats). */
-size_t conv1x1_group_scratch_floats(int rows, int64_t L);
-void conv1x1_group_forward(float *const *out, const int *couts, int groups, const float *in,
-                           const float *weight, int cin, int64_t L, float *scratch);
-/* din [cin, L] += ... (may be NULL), dweight [rows, cin] += ...; dout[g] [couts[g], L] */
-void conv1x1_group_backward(float *din, float *dweight, float *const *dout, const int *couts,
-                            int groups, const float *in, const float *weight, int cin, int64_t L,
-                            float *scratch);
 
 /* Batch norm followed by ReLU over rows of M = N*H*W values per channel, in
  * `groups` groups of M/groups consecutive values with their own statistics

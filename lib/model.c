@@ -1,5 +1,7 @@
 /* model.c - graph construction, forward, backward and SGD for InceptionV3. */
 #include "model.h"
+#include "arena.h"
+#include "conv.h"
 #include "gemm.h"
 #include "profile.h"
 #include <math.h>
@@ -10,6 +12,67 @@
 #define BN_MOMENTUM 0.1f
 #define AUX_LOSS_WEIGHT 0.4f
 
+/* The graph and a step's storage, which model.h keeps opaque (Net). */
+typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL } OpKind;
+
+typedef struct {
+    int C, H, W;
+    int root, choff;          /* storage: channels [choff, choff+C) of tensor root */
+    size_t offset;            /* roots: floats per image into the arena, where the saved
+                                 activations live from forward to their last backward */
+    size_t grad_offset;       /* roots: floats per image into the arena, where the gradient
+                                 lives during backward */
+    int grad_start;           /* roots: backward event (0: the head) that first writes the
+                                 gradient, -1: none */
+    int affine;               /* roots that units write: their channels' BN+ReLU at
+                                 [affine, affine + C) of act_scale/act_shift; -1: the
+                                 stored values are the activations */
+    size_t slot_offset[2];    /* roots with affine: floats per image into the arena where
+                                 their activations are made when first read, in forward
+                                 and in backward */
+    unsigned made;            /* the step pass (model's pass_id) whose slot holds them */
+} Tensor;
+
+typedef struct {
+    OpKind kind;
+    int in, out;
+    ConvShape cs;             /* pools: kernel kh, stride sh, padding ph */
+    int weight, gamma, beta, bn;
+    int group;                /* 1x1 convs of one input run as one GEMM: the group's first
+                                 op, whose weights lead theirs in memory; -1: alone */
+    int pooled_input;         /* convs: of avgpool 3x3 s1 p1 of `in` (conv_pooled_*) */
+    int pooled_output;        /* 1x1 convs: avgpool 3x3 s1 p1 of the conv, then BN */
+    size_t stage_offset[2];   /* saved tensors in bf16: floats per image into the arena
+                                 where the op's fp32 output (forward) and a conv's output
+                                 gradient (backward) are made */
+} Op;
+
+struct Net {
+    Tensor *tensors; int ntensors;
+    Op *ops; int nops;
+    int input, features, aux_input;          /* tensor ids */
+    int *backward_order;      /* [nops]: ops in the order backward runs them */
+    int *backward_event;      /* [nops]: op i's backward is event backward_event[i] (1..nops) */
+    int linear_w, linear_b, aux_w, aux_b;    /* param ids of the classifiers */
+    int affine_channels;
+    float *act_scale, *act_shift;            /* [affine_channels]: gamma and beta, or 1, 0 */
+    char *grad_final;         /* [nparams] during backward */
+    int grad_frontier;        /* params [grad_frontier, nparams) are final */
+    /* per-batch storage, grown to the largest batch seen; arena: see plan_memory */
+    size_t arena_per_image;   /* floats per image of the arena: saved activations and gradients */
+    size_t arena_peak_per_image;  /* the most of it live at once */
+    size_t pool_per_image;    /* pool_buf: the largest conv output pooled after (pooled_output) */
+    int capacity, capacity_threads;   /* scratch is per thread in part */
+    unsigned pass_id;         /* counts forward and backward passes: which slots are made */
+    int plan_training;        /* the arena is planned for training (1), inference (0), not yet (-1) */
+    int saved_bf16;           /* and with units' xhat saved in bf16 (autocast) */
+    int backward;             /* the pass running: slots of forward (0) or backward (1) */
+    float *arena, *scratch, *bn_mean, *bn_istd, *pool_buf;
+    float *feat, *dfeat, *logits, *dlogits, *aux_feat, *daux_feat, *aux_logits, *daux_logits;
+    uint8_t *drop_mask;
+    size_t scratch_floats;
+};
+
 int scale_channels(int c, double width) {
     int s = (int)floor(c * width + 0.5);
     return s < 1 ? 1 : s;
@@ -19,11 +82,12 @@ int scale_channels(int c, double width) {
 
 /* root < 0: a new tensor; else channels [choff, choff + C) of root. */
 static int add_tensor(Model *m, int C, int H, int W, int root, int choff) {
-    m->tensors = xrealloc(m->tensors, (m->ntensors + 1) * sizeof *m->tensors);
-    Tensor *t = &m->tensors[m->ntensors];
-    *t = (Tensor){ .C = C, .H = H, .W = W, .root = root < 0 ? m->ntensors : root, .choff = choff,
+    Net *net = m->net;
+    net->tensors = xrealloc(net->tensors, (net->ntensors + 1) * sizeof *net->tensors);
+    Tensor *t = &net->tensors[net->ntensors];
+    *t = (Tensor){ .C = C, .H = H, .W = W, .root = root < 0 ? net->ntensors : root, .choff = choff,
                    .grad_start = -1, .affine = -1 };
-    return m->ntensors++;
+    return net->ntensors++;
 }
 
 static int add_param(Model *m, const char *name, int kind, int rank, const int64_t *dims) {
@@ -39,8 +103,9 @@ static int add_param(Model *m, const char *name, int kind, int rank, const int64
 }
 
 static Op *add_op(Model *m, OpKind kind, int in, int out) {
-    m->ops = xrealloc(m->ops, (m->nops + 1) * sizeof *m->ops);
-    Op *op = &m->ops[m->nops++];
+    Net *net = m->net;
+    net->ops = xrealloc(net->ops, (net->nops + 1) * sizeof *net->ops);
+    Op *op = &net->ops[net->nops++];
     memset(op, 0, sizeof *op);
     op->kind = kind; op->in = in; op->out = out; op->group = -1;
     return op;
@@ -53,7 +118,7 @@ static Dest into(int root, int choff) { return (Dest){ root, choff }; }
 
 static int make_output(Model *m, Dest d, int C, int H, int W) {
     if (d.root < 0) return add_tensor(m, C, H, W, -1, 0);
-    const Tensor *r = &m->tensors[d.root];
+    const Tensor *r = &m->net->tensors[d.root];
     if (r->H != H || r->W != W || d.choff + C > r->C)
         die("internal: branch of %dx%d@%d does not fit its concatenation", C, H, W);
     return add_tensor(m, C, H, W, d.root, d.choff);
@@ -62,13 +127,13 @@ static int make_output(Model *m, Dest d, int C, int H, int W) {
 /* conv (no bias) -> BN -> ReLU, named like PyTorch's BasicConv2d */
 static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
                 int kh, int kw, int s, int ph, int pw) {
-    const Tensor *t = &m->tensors[in];  /* read before make_output moves the array */
+    const Tensor *t = &m->net->tensors[in];  /* read before make_output moves the array */
     int cin = t->C, cout = scale_channels(cout_full, m->cfg.width);
     int H = t->H, W = t->W;
     int Ho = conv_out(H, kh, s, ph), Wo = conv_out(W, kw, s, pw);
     int out = make_output(m, d, cout, Ho, Wo);
-    Tensor *r = &m->tensors[m->tensors[out].root];
-    if (r->affine < 0) { r->affine = m->affine_channels; m->affine_channels += r->C; }
+    Tensor *r = &m->net->tensors[m->net->tensors[out].root];
+    if (r->affine < 0) { r->affine = m->net->affine_channels; m->net->affine_channels += r->C; }
     Op *op = add_op(m, OP_CONV, in, out);
     op->cs = (ConvShape){ cin, cout, kh, kw, s, s, ph, pw };
     char n[96];
@@ -92,8 +157,9 @@ static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
 /* Inception-A's pool branch, avgpool 3x3 s1 p1 and a 3x3 conv, as one op
  * that pools image by image in cache: the pooled tensor is never stored. */
 static int pooled_unit(Model *m, const char *name, int in, Dest d, int cout_full) {
+    Net *net = m->net;
     int out = unit(m, name, in, d, cout_full, 3, 3, 1, 1, 1);
-    m->ops[m->nops - 1].pooled_input = 1;
+    net->ops[net->nops - 1].pooled_input = 1;
     return out;
 }
 
@@ -103,17 +169,18 @@ static int pooled_unit(Model *m, const char *name, int in, Dest d, int cout_full
  * channels costs a quarter to a tenth of pooling its 768 to 2048. The conv's
  * output waits in pool_buf (forward) and its gradient there (backward). */
 static int pooled_after_unit(Model *m, const char *name, int in, Dest d, int cout_full) {
+    Net *net = m->net;
     int out = unit(m, name, in, d, cout_full, 1, 1, 1, 0, 0);
-    const Tensor *t = &m->tensors[out];
+    const Tensor *t = &net->tensors[out];
     size_t size = (size_t)t->C * t->H * t->W;
-    if (size > m->pool_per_image) m->pool_per_image = size;
-    m->ops[m->nops - 1].pooled_output = 1;
+    if (size > net->pool_per_image) net->pool_per_image = size;
+    net->ops[net->nops - 1].pooled_output = 1;
     return out;
 }
 
 /* A pool's output is stored like any tensor's (the arena keeps it only while needed). */
 static int pool(Model *m, OpKind kind, int in, Dest d, int k, int s, int p) {
-    const Tensor t = m->tensors[in];     /* a copy: make_output may move the array */
+    const Tensor t = m->net->tensors[in];     /* a copy: make_output may move the array */
     int out = make_output(m, d, t.C, conv_out(t.H, k, s, p), conv_out(t.W, k, s, p));
     Op *op = add_op(m, kind, in, out);
     op->cs = (ConvShape){ t.C, t.C, k, k, s, s, p, p };
@@ -132,7 +199,7 @@ static char *nm(char *buf, const char *block, const char *part) {
 
 static int inception_a(Model *m, const char *b, int x, int pool_features) {
     double w = m->cfg.width;
-    const Tensor *t = &m->tensors[x];
+    const Tensor *t = &m->net->tensors[x];
     int c1 = scale_channels(64, w), c5 = scale_channels(64, w), c3 = scale_channels(96, w);
     int cp = scale_channels(pool_features, w);
     int out = concat(m, c1 + c5 + c3 + cp, t->H, t->W);
@@ -149,7 +216,7 @@ static int inception_a(Model *m, const char *b, int x, int pool_features) {
 
 static int inception_b(Model *m, const char *b, int x) {
     double w = m->cfg.width;
-    const Tensor *t = &m->tensors[x];
+    const Tensor *t = &m->net->tensors[x];
     int c3 = scale_channels(384, w), cs = scale_channels(96, w);
     int Ho = conv_out(t->H, 3, 2, 0), Wo = conv_out(t->W, 3, 2, 0);
     int out = concat(m, c3 + cs + t->C, Ho, Wo);
@@ -164,7 +231,7 @@ static int inception_b(Model *m, const char *b, int x) {
 
 static int inception_c(Model *m, const char *b, int x, int c7) {
     double w = m->cfg.width;
-    const Tensor *t = &m->tensors[x];
+    const Tensor *t = &m->net->tensors[x];
     int c = scale_channels(192, w);
     int out = concat(m, 4 * c, t->H, t->W);
     char n[96];
@@ -183,7 +250,7 @@ static int inception_c(Model *m, const char *b, int x, int c7) {
 
 static int inception_d(Model *m, const char *b, int x) {
     double w = m->cfg.width;
-    const Tensor *t = &m->tensors[x];
+    const Tensor *t = &m->net->tensors[x];
     int c3 = scale_channels(320, w), c7 = scale_channels(192, w);
     int Ho = conv_out(t->H, 3, 2, 0), Wo = conv_out(t->W, 3, 2, 0);
     int out = concat(m, c3 + c7 + t->C, Ho, Wo);
@@ -200,7 +267,7 @@ static int inception_d(Model *m, const char *b, int x) {
 
 static int inception_e(Model *m, const char *b, int x) {
     double w = m->cfg.width;
-    const Tensor *t = &m->tensors[x];
+    const Tensor *t = &m->net->tensors[x];
     int c1 = scale_channels(320, w), c3 = scale_channels(384, w), cp = scale_channels(192, w);
     int out = concat(m, c1 + 4 * c3 + cp, t->H, t->W);
     char n[96];
@@ -220,31 +287,17 @@ static int inception_e(Model *m, const char *b, int x) {
  * forward saves for backward (each unit's xhat, pools' outputs, the input),
  * the activations remade from an xhat while its readers need them (the
  * "slot" of a root, once in forward and once in backward), and the gradients
- * of tensors in backward. On one timeline (op i's forward at i, the head at
- * nops, op i's backward at nops + backward_event[i]) each lives from its first
- * use to its last, and buffers whose lives do not overlap share memory: the
- * largest first, each at the lowest offset free throughout its life. So
- * backward's gradients and slots take the place of the activations it has
- * finished with, and the arena comes within 1% of the most that is ever live
- * at once (at width 1). Inference plans forward alone: a saved tensor lives
- * only until its last reader has run. */
-typedef struct { size_t *offset, size; int start, end, order; } Block;
-
-static int block_largest_first(const void *a, const void *b) {
-    const Block *x = a, *y = b;
-    if (x->size != y->size) return x->size > y->size ? -1 : 1;
-    if (x->start != y->start) return x->start < y->start ? -1 : 1;
-    return x->order - y->order;
-}
-
-static void add_block(Block *blocks, int *n, size_t *offset, size_t size, const int life[2]) {
-    blocks[*n] = (Block){ offset, size, life[0], life[1], *n };
-    ++*n;
-}
+ * of tensors in backward. plan_lifetimes works out when each is live on one
+ * timeline (op i's forward at i, the head at nops, op i's backward at nops +
+ * backward_event[i]); arena_place (lib/arena.c) lets buffers whose lives do not
+ * overlap share memory. So backward's gradients and slots take the place of the
+ * activations it has finished with, and the arena comes within 1% of the most
+ * that is ever live at once (4% under autocast; tests/unit/test_arena.c). Inference
+ * plans forward alone: a saved tensor lives only until its last reader has run. */
 
 /* Under autocast the units' xhat (roots with affine) is saved in bf16. */
 static int saved_in_bf16(const Model *m, const Tensor *root) {
-    return m->saved_bf16 && root->affine >= 0;
+    return m->net->saved_bf16 && root->affine >= 0;
 }
 
 /* Extends the life [life[0], life[1]] (none: life[0] < 0) to time at. */
@@ -258,112 +311,113 @@ static void use_at(int *life, int at) {
  * input's gradient: the auxiliary head's pool, first in backward, would
  * otherwise hold a Mixed_6e-sized gradient through all of Mixed_7's. */
 static void plan_backward_order(Model *m) {
-    int nops = m->nops, n = 0, npending = 0, *pending = xmalloc(nops * sizeof *pending);
-    m->backward_order = xmalloc(nops * sizeof *m->backward_order);
-    m->backward_event = xmalloc(nops * sizeof *m->backward_event);
+    Net *net = m->net;
+    int nops = net->nops, n = 0, npending = 0, *pending = xmalloc(nops * sizeof *pending);
+    net->backward_order = xmalloc(nops * sizeof *net->backward_order);
+    net->backward_event = xmalloc(nops * sizeof *net->backward_event);
     for (int i = nops - 1; i >= -1; i--) {           /* -1: the pools still waiting */
         int k = 0;
         for (int j = 0; j < npending; j++) {
-            int root = m->tensors[m->ops[pending[j]].in].root;
-            if (i < 0 || m->tensors[m->ops[i].in].root == root || m->tensors[m->ops[i].out].root == root)
-                m->backward_order[n++] = pending[j];
+            int root = net->tensors[net->ops[pending[j]].in].root;
+            if (i < 0 || net->tensors[net->ops[i].in].root == root || net->tensors[net->ops[i].out].root == root)
+                net->backward_order[n++] = pending[j];
             else
                 pending[k++] = pending[j];
         }
         npending = k;
         if (i < 0) break;
-        if (m->ops[i].kind == OP_AVGPOOL) pending[npending++] = i;
-        else m->backward_order[n++] = i;
+        if (net->ops[i].kind == OP_AVGPOOL) pending[npending++] = i;
+        else net->backward_order[n++] = i;
     }
-    for (int k = 0; k < nops; k++) m->backward_event[m->backward_order[k]] = k + 1;
+    for (int k = 0; k < nops; k++) net->backward_event[net->backward_order[k]] = k + 1;
     free(pending);
 }
 
-static void plan_memory(Model *m, int training) {
-    int n = m->ntensors, nops = m->nops;
-    int (*stored)[2] = xmalloc(n * sizeof *stored), (*grad)[2] = xmalloc(n * sizeof *grad),
-        (*slot)[2][2] = xmalloc(n * sizeof *slot);
-    for (int t = 0; t < n; t++) {
-        stored[t][0] = grad[t][0] = slot[t][0][0] = slot[t][1][0] = -1;
-        stored[t][1] = grad[t][1] = slot[t][0][1] = slot[t][1][1] = -1;
-    }
-#define ROOT(t) m->tensors[t].root
-    use_at(stored[m->input], 0);
+/* Lives of a root tensor's buffers; [-1, -1]: it has none. */
+typedef struct { int stored[2], grad[2], slot[2][2]; } Lives;
+
+static Lives *plan_lifetimes(const Model *m, int training) {
+    const Net *net = m->net;
+    int nops = net->nops;
+    Lives *l = xmalloc(net->ntensors * sizeof *l);
+    for (int t = 0; t < net->ntensors; t++)
+        l[t] = (Lives){ { -1, -1 }, { -1, -1 }, { { -1, -1 }, { -1, -1 } } };
+#define ROOT(t) net->tensors[t].root
+    use_at(l[net->input].stored, 0);
     for (int i = 0; i < nops; i++) {                 /* forward; a 1x1 group's first op writes all */
-        const Op *op = &m->ops[i];
-        use_at(stored[ROOT(op->in)], i);
-        use_at(slot[ROOT(op->in)][0], i);
-        use_at(stored[ROOT(op->out)], op->group >= 0 ? op->group : i);
-        use_at(stored[ROOT(op->out)], i);
+        const Op *op = &net->ops[i];
+        use_at(l[ROOT(op->in)].stored, i);
+        use_at(l[ROOT(op->in)].slot[0], i);
+        use_at(l[ROOT(op->out)].stored, op->group >= 0 ? op->group : i);
+        use_at(l[ROOT(op->out)].stored, i);
     }
-    use_at(stored[ROOT(m->features)], nops);         /* the head */
-    use_at(slot[ROOT(m->features)][0], nops);
-    if (m->aux_input >= 0) {
-        use_at(stored[ROOT(m->aux_input)], nops);
-        use_at(slot[ROOT(m->aux_input)][0], nops);
+    use_at(l[ROOT(net->features)].stored, nops);       /* the head */
+    use_at(l[ROOT(net->features)].slot[0], nops);
+    if (net->aux_input >= 0) {
+        use_at(l[ROOT(net->aux_input)].stored, nops);
+        use_at(l[ROOT(net->aux_input)].slot[0], nops);
     }
     if (training) {
-        use_at(grad[ROOT(m->features)], nops);
-        if (m->aux_input >= 0) use_at(grad[ROOT(m->aux_input)], nops);
+        use_at(l[ROOT(net->features)].grad, nops);
+        if (net->aux_input >= 0) use_at(l[ROOT(net->aux_input)].grad, nops);
     }
     for (int i = 0; i < nops && training; i++) {     /* backward */
-        const Op *op = &m->ops[i];
-        int at = nops + m->backward_event[i], in = ROOT(op->in), out = ROOT(op->out);
+        const Op *op = &net->ops[i];
+        int at = nops + net->backward_event[i], in = ROOT(op->in), out = ROOT(op->out);
         /* BN backward leaves the conv output's gradient in the xhat; a 1x1 group's
          * first op reads them all */
-        use_at(stored[out], op->group >= 0 ? nops + m->backward_event[op->group] : at);
-        use_at(grad[out], at);
-        if (in != m->input) use_at(grad[in], at);
+        use_at(l[out].stored, op->group >= 0 ? nops + net->backward_event[op->group] : at);
+        use_at(l[out].grad, at);
+        if (in != net->input) use_at(l[in].grad, at);
         if (op->kind == OP_AVGPOOL || (op->group >= 0 && op->group != i)) continue;
-        use_at(stored[in], at);                      /* the conv's or max pool's input */
-        use_at(slot[in][1], at);
+        use_at(l[in].stored, at);                    /* the conv's or max pool's input */
+        use_at(l[in].slot[1], at);
     }
 #undef ROOT
-    Block *blocks = xmalloc((4 * n + 2 * nops) * sizeof *blocks);
-    int nblocks = 0;
+    return l;
+}
+
+/* The buffers to place, and for each the field that takes its offset. */
+typedef struct { ArenaBuffer *b; size_t **field; int n; } BufferList;
+
+static void add_buffer(BufferList *bl, size_t *field, size_t size, const int life[2]) {
+    bl->b[bl->n] = (ArenaBuffer){ size, life[0], life[1], 0 };
+    bl->field[bl->n++] = field;
+}
+
+static void plan_memory(Model *m, int training) {
+    Net *net = m->net;
+    int nops = net->nops;
+    Lives *life = plan_lifetimes(m, training);
+    int most = 4 * net->ntensors + 2 * nops;
+    BufferList bl = { xmalloc(most * sizeof *bl.b), xmalloc(most * sizeof *bl.field), 0 };
     for (int i = 0; i < nops; i++) {                 /* fp32 outputs of ops saved in bf16 */
-        Op *op = &m->ops[i];
-        const Tensor *to = &m->tensors[op->out];
-        if (!saved_in_bf16(m, &m->tensors[to->root])) continue;
+        Op *op = &net->ops[i];
+        const Tensor *to = &net->tensors[op->out];
+        if (!saved_in_bf16(m, &net->tensors[to->root])) continue;
         size_t size = (size_t)to->C * to->H * to->W;
         int first = op->group >= 0 ? op->group : i;
-        add_block(blocks, &nblocks, &op->stage_offset[0], size, (int[]){ first, i });
+        add_buffer(&bl, &op->stage_offset[0], size, (int[]){ first, i });
         if (op->kind == OP_CONV && training)
-            add_block(blocks, &nblocks, &op->stage_offset[1], size,
-                      (int[]){ nops + m->backward_event[i], nops + m->backward_event[first] });
+            add_buffer(&bl, &op->stage_offset[1], size,
+                       (int[]){ nops + net->backward_event[i], nops + net->backward_event[first] });
     }
-    for (int t = 0; t < n; t++) {
-        Tensor *r = &m->tensors[t];
+    for (int t = 0; t < net->ntensors; t++) {
+        Tensor *r = &net->tensors[t];
+        const Lives *l = &life[t];
         if (r->root != t) continue;
         size_t size = (size_t)r->C * r->H * r->W, half = (size + 1) / 2;
-        if (stored[t][0] >= 0)
-            add_block(blocks, &nblocks, &r->offset, saved_in_bf16(m, r) ? half : size, stored[t]);
+        if (l->stored[0] >= 0) add_buffer(&bl, &r->offset, saved_in_bf16(m, r) ? half : size, l->stored);
         for (int pass = 0; pass < 2; pass++)
-            if (r->affine >= 0 && slot[t][pass][0] >= 0)
-                add_block(blocks, &nblocks, &r->slot_offset[pass], size, slot[t][pass]);
-        r->grad_start = grad[t][0] < 0 ? -1 : grad[t][0] - nops;
-        if (grad[t][0] >= 0) add_block(blocks, &nblocks, &r->grad_offset, size, grad[t]);
+            if (r->affine >= 0 && l->slot[pass][0] >= 0)
+                add_buffer(&bl, &r->slot_offset[pass], size, l->slot[pass]);
+        r->grad_start = l->grad[0] < 0 ? -1 : l->grad[0] - nops;
+        if (l->grad[0] >= 0) add_buffer(&bl, &r->grad_offset, size, l->grad);
     }
-    qsort(blocks, nblocks, sizeof *blocks, block_largest_first);
-    m->arena_per_image = 0;
-    for (int b = 0; b < nblocks; b++) {
-        Block *x = &blocks[b];
-        size_t off = 0;
-        for (int moved = 1; moved;) {                /* lowest gap among those placed that fits */
-            moved = 0;
-            for (int j = 0; j < b; j++) {
-                const Block *y = &blocks[j];
-                if (y->start <= x->end && x->start <= y->end &&
-                    off < *y->offset + y->size && *y->offset < off + x->size) {
-                    off = *y->offset + y->size;
-                    moved = 1;
-                }
-            }
-        }
-        *x->offset = off;
-        if (off + x->size > m->arena_per_image) m->arena_per_image = off + x->size;
-    }
-    free(blocks); free(stored); free(grad); free(slot);
+    net->arena_per_image = arena_place(bl.b, bl.n);
+    net->arena_peak_per_image = arena_peak(bl.b, bl.n);
+    for (int k = 0; k < bl.n; k++) *bl.field[k] = bl.b[k].offset;
+    free(bl.b); free(bl.field); free(life);
 }
 
 static int is_pointwise_conv(const Op *op) {
@@ -375,23 +429,24 @@ static int is_pointwise_conv(const Op *op) {
  * group's is one [rows, cin] matrix. Offsets only move: names, order of
  * initialisation and checkpoints stay as they are. */
 static void plan_groups(Model *m) {
-    for (int i = 0; i < m->nops; i++) {
-        Op *a = &m->ops[i];
+    Net *net = m->net;
+    for (int i = 0; i < net->nops; i++) {
+        Op *a = &net->ops[i];
         if (!is_pointwise_conv(a) || a->group >= 0) continue;
-        for (int j = i + 1; j < m->nops; j++)
-            if (is_pointwise_conv(&m->ops[j]) && m->ops[j].in == a->in) m->ops[j].group = a->group = i;
+        for (int j = i + 1; j < net->nops; j++)
+            if (is_pointwise_conv(&net->ops[j]) && net->ops[j].in == a->in) net->ops[j].group = a->group = i;
     }
     int *op_of = xmalloc(m->nparams * sizeof *op_of);
     for (int p = 0; p < m->nparams; p++) op_of[p] = -1;
-    for (int i = 0; i < m->nops; i++) if (m->ops[i].kind == OP_CONV) op_of[m->ops[i].weight] = i;
+    for (int i = 0; i < net->nops; i++) if (net->ops[i].kind == OP_CONV) op_of[net->ops[i].weight] = i;
     size_t off = 0;
     for (int p = 0; p < m->nparams; p++) {
         int i = op_of[p];
-        if (i >= 0 && m->ops[i].group >= 0 && m->ops[i].group != i) continue;   /* placed with its group */
-        if (i < 0 || m->ops[i].group < 0) { m->pinfo[p].offset = off; off += m->pinfo[p].size; continue; }
-        for (int j = i; j < m->nops; j++)
-            if (m->ops[j].group == i) {
-                Param *w = &m->pinfo[m->ops[j].weight];
+        if (i >= 0 && net->ops[i].group >= 0 && net->ops[i].group != i) continue;   /* placed with its group */
+        if (i < 0 || net->ops[i].group < 0) { m->pinfo[p].offset = off; off += m->pinfo[p].size; continue; }
+        for (int j = i; j < net->nops; j++)
+            if (net->ops[j].group == i) {
+                Param *w = &m->pinfo[net->ops[j].weight];
                 w->offset = off;
                 off += w->size;
             }
@@ -404,9 +459,10 @@ static Model *model_plan(const ModelConfig *cfg) {
     if (cfg->classes < 1 || cfg->classes > MAX_CLASSES || !(cfg->width > 0) || cfg->width > 4)
         die("invalid model: %d classes (1 to %d), width %g (up to 4)", cfg->classes, MAX_CLASSES, cfg->width);
     Model *m = xcalloc(1, sizeof *m);
+    Net *net = m->net = xcalloc(1, sizeof *m->net);
     m->cfg = *cfg;
-    m->input = add_tensor(m, 3, 32, 32, -1, 0);
-    int x = unit(m, "Conv2d_1a_3x3", m->input, NEW, 32, 3, 3, 1, 1, 1);
+    net->input = add_tensor(m, 3, 32, 32, -1, 0);
+    int x = unit(m, "Conv2d_1a_3x3", net->input, NEW, 32, 3, 3, 1, 1, 1);
     x = unit(m, "Conv2d_2a_3x3", x, NEW, 32, 3, 3, 1, 1, 1);
     x = unit(m, "Conv2d_2b_3x3", x, NEW, 64, 3, 3, 1, 1, 1);
     x = unit(m, "Conv2d_3b_1x1", x, NEW, 80, 1, 1, 1, 0, 0);
@@ -423,24 +479,24 @@ static Model *model_plan(const ModelConfig *cfg) {
     x = inception_d(m, "Mixed_7a", x);
     x = inception_e(m, "Mixed_7b", x);
     x = inception_e(m, "Mixed_7c", x);
-    m->features = x;
-    int K = cfg->classes, C = m->tensors[x].C;
-    m->linear_w = add_param(m, "linear.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, C });
-    m->linear_b = add_param(m, "linear.bias", PARAM_BIAS, 1, (int64_t[]){ K });
-    m->aux_input = m->aux_w = m->aux_b = -1;
+    net->features = x;
+    int K = cfg->classes, C = net->tensors[x].C;
+    net->linear_w = add_param(m, "linear.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, C });
+    net->linear_b = add_param(m, "linear.bias", PARAM_BIAS, 1, (int64_t[]){ K });
+    net->aux_input = net->aux_w = net->aux_b = -1;
     if (cfg->aux) {
         int y = pool(m, OP_AVGPOOL, aux_from, NEW, 5, 3, 0);
         y = unit(m, "AuxLogits.conv0", y, NEW, 128, 1, 1, 1, 0, 0);
-        const Tensor *t = &m->tensors[y];
+        const Tensor *t = &net->tensors[y];
         y = unit(m, "AuxLogits.conv1", y, NEW, 768, t->H, t->W, 1, 0, 0);
-        m->aux_input = y;
-        int ca = m->tensors[y].C;
-        m->aux_w = add_param(m, "AuxLogits.fc.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, ca });
-        m->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
+        net->aux_input = y;
+        int ca = net->tensors[y].C;
+        net->aux_w = add_param(m, "AuxLogits.fc.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, ca });
+        net->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
     }
     plan_groups(m);
     plan_backward_order(m);
-    m->plan_training = -1;          /* the arena is planned when a step needs it */
+    net->plan_training = -1;          /* the arena is planned when a step needs it */
     return m;
 }
 
@@ -453,11 +509,12 @@ size_t model_state_floats(const ModelConfig *cfg) {
 
 Model *model_create(const ModelConfig *cfg) {
     Model *m = model_plan(cfg);
+    Net *net = m->net;
     if (m->nparam_floats > MAX_MODEL_PARAMS)
         die("a model of %d classes at width %g has %zu parameters, over the %d million incv3 allocates",
             cfg->classes, cfg->width, m->nparam_floats, MAX_MODEL_PARAMS / 1000000);
-    m->act_scale = xcalloc(m->affine_channels, sizeof *m->act_scale);
-    m->act_shift = xcalloc(m->affine_channels, sizeof *m->act_shift);
+    net->act_scale = xcalloc(net->affine_channels, sizeof *net->act_scale);
+    net->act_shift = xcalloc(net->affine_channels, sizeof *net->act_shift);
     m->params = xcalloc(m->nparam_floats, sizeof *m->params);
     m->grads = xcalloc(m->nparam_floats, sizeof *m->grads);
     m->momentum = xcalloc(m->nparam_floats, sizeof *m->momentum);
@@ -467,13 +524,16 @@ Model *model_create(const ModelConfig *cfg) {
 
 void model_free(Model *m) {
     if (!m) return;
-    free(m->pinfo); free(m->bns); free(m->tensors); free(m->ops);
+    Net *n = m->net;
+    free(n->tensors); free(n->ops); free(n->backward_order); free(n->backward_event);
+    free(n->act_scale); free(n->act_shift); free(n->grad_final);
+    free(n->arena); free(n->pool_buf); free(n->scratch); free(n->bn_mean); free(n->bn_istd);
+    free(n->feat); free(n->dfeat); free(n->logits); free(n->dlogits);
+    free(n->aux_feat); free(n->daux_feat); free(n->aux_logits); free(n->daux_logits);
+    free(n->drop_mask); free(n);
+    free(m->pinfo); free(m->bns);
     free(m->params); free(m->grads); free(m->momentum); free(m->buffers);
-    free(m->act_scale); free(m->act_shift);
-    free(m->arena); free(m->pool_buf); free(m->scratch); free(m->bn_mean);
-    free(m->bn_istd); free(m->feat); free(m->dfeat); free(m->logits); free(m->dlogits);
-    free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
-    free(m->drop_mask); free(m->grad_final); free(m->backward_order); free(m->backward_event); free(m);
+    free(m);
 }
 
 int model_find_param(const Model *m, const char *name) {
@@ -512,15 +572,16 @@ void model_init(Model *m, uint64_t seed) {
 /* ---------------- per-batch storage ---------------- */
 
 static size_t scratch_need(const Model *m, int N) {
+    const Net *net = m->net;
     size_t need = 0;
-    for (int i = 0; i < m->nops; i++) {
-        const Op *op = &m->ops[i];
+    for (int i = 0; i < net->nops; i++) {
+        const Op *op = &net->ops[i];
         if (op->kind != OP_CONV) continue;
-        const Tensor *t = &m->tensors[op->in];
+        const Tensor *t = &net->tensors[op->in];
         size_t s = 2 * (op->pooled_input ? conv_pooled_scratch_floats : conv_scratch_floats)(&op->cs, N, t->H, t->W);
         if (op->group == i) {
             int rows = 0;
-            for (int j = i; j < m->nops; j++) if (m->ops[j].group == i) rows += m->ops[j].cs.cout;
+            for (int j = i; j < net->nops; j++) if (net->ops[j].group == i) rows += net->ops[j].cs.cout;
             size_t g = conv1x1_group_scratch_floats(rows, (int64_t)N * t->H * t->W);
             if (g > s) s = g;
         }
@@ -537,44 +598,46 @@ static size_t bn_channels(const Model *m) {
 
 /* Storage for batches of N, planned for training or inference in the current precision. */
 static void ensure_capacity(Model *m, int N, int training) {
-    int bf16 = gemm_autocast(), same_plan = m->plan_training == training && m->saved_bf16 == bf16;
-    if (same_plan && N <= m->capacity && m->capacity_threads == max_threads()) return;
-    if (N < m->capacity) N = m->capacity;        /* threads or plan changed: same size */
+    Net *net = m->net;
+    int bf16 = gemm_autocast(), same_plan = net->plan_training == training && net->saved_bf16 == bf16;
+    if (same_plan && N <= net->capacity && net->capacity_threads == max_threads()) return;
+    if (N < net->capacity) N = net->capacity;        /* threads or plan changed: same size */
     if (!same_plan) {
-        m->saved_bf16 = bf16;
-        m->plan_training = training;
+        net->saved_bf16 = bf16;
+        net->plan_training = training;
         plan_memory(m, training);
     }
-    size_t C = m->tensors[m->features].C, K = m->cfg.classes, bnc = bn_channels(m);
-    free(m->arena); free(m->scratch);
-    free(m->bn_mean); free(m->bn_istd); free(m->feat); free(m->dfeat);
-    free(m->logits); free(m->dlogits); free(m->drop_mask);
-    free(m->aux_feat); free(m->daux_feat); free(m->aux_logits); free(m->daux_logits);
-    m->arena = xmalloc(m->arena_per_image * N * sizeof(float));
-    free(m->pool_buf);
-    m->pool_buf = xmalloc(m->pool_per_image * N * sizeof(float));
-    m->scratch_floats = scratch_need(m, N);
-    m->scratch = xmalloc(m->scratch_floats * sizeof(float));
-    m->bn_mean = xmalloc(bnc * N * sizeof(float));
-    m->bn_istd = xmalloc(bnc * N * sizeof(float));
-    m->feat = xmalloc(C * N * sizeof(float));
-    m->dfeat = xmalloc(C * N * sizeof(float));
-    m->logits = xmalloc(K * N * sizeof(float));
-    m->dlogits = xmalloc(K * N * sizeof(float));
-    m->drop_mask = xmalloc(C * N);
-    size_t ca = m->aux_input >= 0 ? (size_t)m->tensors[m->aux_input].C : 1;
-    m->aux_feat = xmalloc(ca * N * sizeof(float));
-    m->daux_feat = xmalloc(ca * N * sizeof(float));
-    m->aux_logits = xmalloc(K * N * sizeof(float));
-    m->daux_logits = xmalloc(K * N * sizeof(float));
-    m->capacity = N;
-    m->capacity_threads = max_threads();
+    size_t C = net->tensors[net->features].C, K = m->cfg.classes, bnc = bn_channels(m);
+    free(net->arena); free(net->scratch);
+    free(net->bn_mean); free(net->bn_istd); free(net->feat); free(net->dfeat);
+    free(net->logits); free(net->dlogits); free(net->drop_mask);
+    free(net->aux_feat); free(net->daux_feat); free(net->aux_logits); free(net->daux_logits);
+    net->arena = xmalloc(net->arena_per_image * N * sizeof(float));
+    free(net->pool_buf);
+    net->pool_buf = xmalloc(net->pool_per_image * N * sizeof(float));
+    net->scratch_floats = scratch_need(m, N);
+    net->scratch = xmalloc(net->scratch_floats * sizeof(float));
+    net->bn_mean = xmalloc(bnc * N * sizeof(float));
+    net->bn_istd = xmalloc(bnc * N * sizeof(float));
+    net->feat = xmalloc(C * N * sizeof(float));
+    net->dfeat = xmalloc(C * N * sizeof(float));
+    net->logits = xmalloc(K * N * sizeof(float));
+    net->dlogits = xmalloc(K * N * sizeof(float));
+    net->drop_mask = xmalloc(C * N);
+    size_t ca = net->aux_input >= 0 ? (size_t)net->tensors[net->aux_input].C : 1;
+    net->aux_feat = xmalloc(ca * N * sizeof(float));
+    net->daux_feat = xmalloc(ca * N * sizeof(float));
+    net->aux_logits = xmalloc(K * N * sizeof(float));
+    net->daux_logits = xmalloc(K * N * sizeof(float));
+    net->capacity = N;
+    net->capacity_threads = max_threads();
 }
 
 /* Address of tensor t of a batch of N images. */
 static float *tensor_at(const Model *m, int t, int N) {
-    const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
-    return m->arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
+    const Net *net = m->net;
+    const Tensor *tt = &net->tensors[t], *r = &net->tensors[tt->root];
+    return net->arena + r->offset * N + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
 static float *P(const Model *m, int param) { return m->params + m->pinfo[param].offset; }
@@ -582,74 +645,80 @@ static float *G(const Model *m, int param) { return m->grads + m->pinfo[param].o
 
 /* A unit's xhat in bf16 (saved_bf16) */
 static uint16_t *stored_bf16(const Model *m, int t, int N) {
-    const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
-    return (uint16_t *)(m->arena + r->offset * N) + (size_t)tt->choff * N * tt->H * tt->W;
+    const Net *net = m->net;
+    const Tensor *tt = &net->tensors[t], *r = &net->tensors[tt->root];
+    return (uint16_t *)(net->arena + r->offset * N) + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
 /* Where op i's output (forward) or a conv's output gradient (backward) is made
  * in fp32: in place of the saved tensor, or in the op's own buffer of that pass
  * when the saved tensor is bf16. */
 static float *made_at(const Model *m, int i, int backward, int N) {
-    const Op *op = &m->ops[i];
-    if (!saved_in_bf16(m, &m->tensors[m->tensors[op->out].root])) return tensor_at(m, op->out, N);
-    return m->arena + op->stage_offset[backward] * N;
+    const Net *net = m->net;
+    const Op *op = &net->ops[i];
+    if (!saved_in_bf16(m, &net->tensors[net->tensors[op->out].root])) return tensor_at(m, op->out, N);
+    return net->arena + op->stage_offset[backward] * N;
 }
 
 /* Activations of tensor t: its stored values, or its root's BN+ReLU, made in
  * the root's slot of this pass when first read. */
 static const float *activations(Model *m, int t, int N) {
-    const Tensor *tt = &m->tensors[t];
-    Tensor *r = &m->tensors[tt->root];
+    Net *net = m->net;
+    const Tensor *tt = &net->tensors[t];
+    Tensor *r = &net->tensors[tt->root];
     float *stored = tensor_at(m, t, N);
     if (r->affine < 0) return stored;
     size_t plane = (size_t)N * r->H * r->W;
-    float *slot = m->arena + r->slot_offset[m->backward] * N;
-    if (r->made != m->pass_id) {
+    float *slot = net->arena + r->slot_offset[net->backward] * N;
+    if (r->made != net->pass_id) {
         prof_push(PROF_BN_RELU);
-        if (m->saved_bf16)
-            bn_relu_apply_bf16(slot, stored_bf16(m, tt->root, N), m->act_scale + r->affine,
-                               m->act_shift + r->affine, r->C, plane);
+        if (net->saved_bf16)
+            bn_relu_apply_bf16(slot, stored_bf16(m, tt->root, N), net->act_scale + r->affine,
+                               net->act_shift + r->affine, r->C, plane);
         else
-            bn_relu_apply(slot, stored - tt->choff * plane, m->act_scale + r->affine,
-                          m->act_shift + r->affine, r->C, plane);
+            bn_relu_apply(slot, stored - tt->choff * plane, net->act_scale + r->affine,
+                          net->act_shift + r->affine, r->C, plane);
         prof_pop();
-        r->made = m->pass_id;
+        r->made = net->pass_id;
     }
     return slot + tt->choff * plane;
 }
 
 /* Starts a pass: no slot holds activations of it yet. */
 static void begin_pass(Model *m, int backward) {
-    m->backward = backward;
-    m->pass_id++;
+    Net *net = m->net;
+    net->backward = backward;
+    net->pass_id++;
 }
 
 /* Gamma and beta of every unit (1 and 0 for pools into concatenations) where
  * readers of its output find them. */
 static void load_affine(Model *m) {
-    for (int i = 0; i < m->nops; i++) {
-        const Op *op = &m->ops[i];
-        const Tensor *to = &m->tensors[op->out], *r = &m->tensors[to->root];
+    Net *net = m->net;
+    for (int i = 0; i < net->nops; i++) {
+        const Op *op = &net->ops[i];
+        const Tensor *to = &net->tensors[op->out], *r = &net->tensors[to->root];
         if (r->affine < 0) continue;
         for (int c = 0; c < to->C; c++) {
             int at = r->affine + to->choff + c;
-            m->act_scale[at] = op->kind == OP_CONV ? P(m, op->gamma)[c] : 1.0f;
-            m->act_shift[at] = op->kind == OP_CONV ? P(m, op->beta)[c] : 0.0f;
+            net->act_scale[at] = op->kind == OP_CONV ? P(m, op->gamma)[c] : 1.0f;
+            net->act_shift[at] = op->kind == OP_CONV ? P(m, op->beta)[c] : 0.0f;
         }
     }
 }
 
 /* Address of the gradient of tensor t; zeroed first when event ev starts it. */
 static float *grad_at(const Model *m, int t, int N, int ev) {
-    const Tensor *tt = &m->tensors[t], *r = &m->tensors[tt->root];
-    float *root = m->arena + r->grad_offset * N;
+    const Net *net = m->net;
+    const Tensor *tt = &net->tensors[t], *r = &net->tensors[tt->root];
+    float *root = net->arena + r->grad_offset * N;
     if (r->grad_start == ev) zero_floats(root, (size_t)r->C * r->H * r->W * N);
     return root + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
 /* x [N,3,32,32] (NCHW) into the input tensor [3, N, 32, 32] */
 static void load_input(Model *m, const float *x, int N) {
-    float *in = tensor_at(m, m->input, N);
+    float *in = tensor_at(m, m->net->input, N);
     const int HW = 32 * 32;
     for (int n = 0; n < N; n++)
         for (int c = 0; c < 3; c++)
@@ -657,16 +726,17 @@ static void load_input(Model *m, const float *x, int N) {
 }
 
 static void pool_forward(Model *m, const Op *op, int N) {
-    const Tensor *ti = &m->tensors[op->in];
-    const Tensor *to = &m->tensors[op->out];
+    Net *net = m->net;
+    const Tensor *ti = &net->tensors[op->in];
+    const Tensor *to = &net->tensors[op->out];
     const float *in = activations(m, op->in, N);
-    float *out = made_at(m, (int)(op - m->ops), 0, N);
+    float *out = made_at(m, (int)(op - net->ops), 0, N);
     prof_push(PROF_POOL);
     if (op->kind == OP_MAXPOOL)
         maxpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
     else
         avgpool_forward(out, in, ti->C * N, ti->H, ti->W, op->cs.kh, op->cs.sh, op->cs.ph);
-    if (saved_in_bf16(m, &m->tensors[to->root]))      /* into a concatenation saved in bf16 */
+    if (saved_in_bf16(m, &net->tensors[to->root]))      /* into a concatenation saved in bf16 */
         matrix_to_bf16(stored_bf16(m, op->out, N), out, to->C, (int64_t)N * to->H * to->W,
                        (int64_t)N * to->H * to->W);
     prof_pop();
@@ -676,49 +746,51 @@ static void pool_forward(Model *m, const Op *op, int N) {
  * backward their gradients, which bn_relu_backward leaves in the same place. */
 enum { MAX_GROUP = 8 };
 static int group_members(const Model *m, int first, int backward, int N, float **rows, int *couts) {
+    const Net *net = m->net;
     int g = 0;
-    for (int j = first; j < m->nops; j++)
-        if (m->ops[j].group == first) {
+    for (int j = first; j < net->nops; j++)
+        if (net->ops[j].group == first) {
             if (g == MAX_GROUP) die("internal: more than %d 1x1 convolutions share an input", MAX_GROUP);
-            rows[g] = m->ops[j].pooled_output ? m->pool_buf : made_at(m, j, backward, N);
-            couts[g++] = m->ops[j].cs.cout;
+            rows[g] = net->ops[j].pooled_output ? net->pool_buf : made_at(m, j, backward, N);
+            couts[g++] = net->ops[j].cs.cout;
         }
     return g;
 }
 
 /* Forward through every op; train selects batch statistics (in groups). */
 static void forward_ops(Model *m, int N, int train, int groups) {
+    Net *net = m->net;
     load_affine(m);
     begin_pass(m, 0);
-    for (int i = 0; i < m->nops; i++) {
-        const Op *op = &m->ops[i];
-        const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
+    for (int i = 0; i < net->nops; i++) {
+        const Op *op = &net->ops[i];
+        const Tensor *ti = &net->tensors[op->in], *to = &net->tensors[op->out];
         if (op->kind != OP_CONV) { pool_forward(m, op, N); continue; }
         BatchNorm *bn = &m->bns[op->bn];
         float *y = made_at(m, i, 0, N);          /* conv output, then xhat in place */
-        uint16_t *xhat16 = m->saved_bf16 ? stored_bf16(m, op->out, N) : NULL;
+        uint16_t *xhat16 = net->saved_bf16 ? stored_bf16(m, op->out, N) : NULL;
         float *rm = m->buffers + bn->offset, *rv = rm + bn->channels;
         int64_t M = (int64_t)N * to->H * to->W;
         prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
         if (op->group < 0) {
-            (op->pooled_input ? conv_pooled_forward : conv_forward)(op->pooled_output ? m->pool_buf : y,
-                activations(m, op->in, N), P(m, op->weight), &op->cs, N, ti->H, ti->W, m->scratch);
+            (op->pooled_input ? conv_pooled_forward : conv_forward)(op->pooled_output ? net->pool_buf : y,
+                activations(m, op->in, N), P(m, op->weight), &op->cs, N, ti->H, ti->W, net->scratch);
         } else if (op->group == i) {          /* the whole group; the others' outputs wait */
             float *outs[MAX_GROUP];
             int couts[MAX_GROUP], members = group_members(m, i, 0, N, outs, couts);
             conv1x1_group_forward(outs, couts, members, activations(m, op->in, N), P(m, op->weight),
-                                  op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
+                                  op->cs.cin, (int64_t)N * ti->H * ti->W, net->scratch);
         }
         prof_pop();
         if (op->pooled_output) {
             prof_push(PROF_POOL);
-            avgpool_forward(y, m->pool_buf, to->C * N, to->H, to->W, 3, 1, 1);
+            avgpool_forward(y, net->pool_buf, to->C * N, to->H, to->W, 3, 1, 1);
             prof_pop();
         }
         prof_push(PROF_BN_RELU);
         if (train) {
             size_t bn_base = (bn->offset / 2) * groups;
-            bn_forward_train(y, xhat16, m->bn_mean + bn_base, m->bn_istd + bn_base, rm, rv, bn->channels,
+            bn_forward_train(y, xhat16, net->bn_mean + bn_base, net->bn_istd + bn_base, rm, rv, bn->channels,
                              M, groups, BN_MOMENTUM, BN_EPS);
             bn->batches_tracked++;
         } else {
@@ -730,38 +802,40 @@ static void forward_ops(Model *m, int N, int train, int groups) {
 
 /* Param p's gradient is final; tell grads_ready when the final suffix grows. */
 static void grad_done(Model *m, int p) {
+    Net *net = m->net;
     if (!m->grads_ready) return;
-    m->grad_final[p] = 1;
-    int f = m->grad_frontier;
-    while (f > 0 && m->grad_final[f - 1]) f--;
-    if (f == m->grad_frontier) return;
-    m->grad_frontier = f;
+    net->grad_final[p] = 1;
+    int f = net->grad_frontier;
+    while (f > 0 && net->grad_final[f - 1]) f--;
+    if (f == net->grad_frontier) return;
+    net->grad_frontier = f;
     m->grads_ready(m->grads_ready_ctx, f ? m->pinfo[f].offset : 0);
 }
 
 static void backward_ops(Model *m, int N, int groups) {
+    Net *net = m->net;
     begin_pass(m, 1);
-    for (int ev = 1; ev <= m->nops; ev++) {
-        int i = m->backward_order[ev - 1];
-        const Op *op = &m->ops[i];
-        const Tensor *ti = &m->tensors[op->in], *to = &m->tensors[op->out];
+    for (int ev = 1; ev <= net->nops; ev++) {
+        int i = net->backward_order[ev - 1];
+        const Op *op = &net->ops[i];
+        const Tensor *ti = &net->tensors[op->in], *to = &net->tensors[op->out];
         float *dout = grad_at(m, op->out, N, ev);
-        float *din = op->in == m->input ? NULL : grad_at(m, op->in, N, ev);
+        float *din = op->in == net->input ? NULL : grad_at(m, op->in, N, ev);
         if (op->kind == OP_CONV) {
             const BatchNorm *bn = &m->bns[op->bn];
             float *xhat = made_at(m, i, 1, N);        /* becomes the conv output's gradient */
             prof_push(PROF_BN_RELU);
-            bn_relu_backward(xhat, m->saved_bf16 ? stored_bf16(m, op->out, N) : NULL,
+            bn_relu_backward(xhat, net->saved_bf16 ? stored_bf16(m, op->out, N) : NULL,
                              G(m, op->gamma), G(m, op->beta), dout, P(m, op->gamma), P(m, op->beta),
-                             m->bn_istd + (bn->offset / 2) * groups, bn->channels,
+                             net->bn_istd + (bn->offset / 2) * groups, bn->channels,
                              (int64_t)N * to->H * to->W, groups);
             prof_pop();
             grad_done(m, op->gamma);
             grad_done(m, op->beta);
             if (op->pooled_output) {          /* d(conv output), there until the conv's backward */
                 prof_push(PROF_POOL);
-                zero_floats(m->pool_buf, (size_t)to->C * N * to->H * to->W);
-                avgpool_backward(m->pool_buf, xhat, to->C * N, to->H, to->W, 3, 1, 1);
+                zero_floats(net->pool_buf, (size_t)to->C * N * to->H * to->W);
+                avgpool_backward(net->pool_buf, xhat, to->C * N, to->H, to->W, 3, 1, 1);
                 prof_pop();
             }
             if (op->group >= 0 && op->group != i) continue;   /* with the group's first op */
@@ -769,17 +843,17 @@ static void backward_ops(Model *m, int N, int groups) {
             prof_push(prof_conv_kind(op->cs.kh, op->cs.kw));
             if (op->group < 0) {
                 (op->pooled_input ? conv_pooled_backward : conv_backward)(din, G(m, op->weight),
-                    op->pooled_output ? m->pool_buf : xhat, in, P(m, op->weight), &op->cs, N, ti->H,
-                    ti->W, m->scratch);
+                    op->pooled_output ? net->pool_buf : xhat, in, P(m, op->weight), &op->cs, N, ti->H,
+                    ti->W, net->scratch);
             } else {              /* the last of its group backward visits: all their dy are ready */
                 float *douts[MAX_GROUP];
                 int couts[MAX_GROUP], members = group_members(m, i, 1, N, douts, couts);
                 conv1x1_group_backward(din, G(m, op->weight), douts, couts, members, in, P(m, op->weight),
-                                       op->cs.cin, (int64_t)N * ti->H * ti->W, m->scratch);
+                                       op->cs.cin, (int64_t)N * ti->H * ti->W, net->scratch);
             }
             prof_pop();
-            for (int j = i; j < m->nops; j++)         /* this op's weight, or its group's */
-                if (j == i || m->ops[j].group == i) grad_done(m, m->ops[j].weight);
+            for (int j = i; j < net->nops; j++)         /* this op's weight, or its group's */
+                if (j == i || net->ops[j].group == i) grad_done(m, net->ops[j].weight);
         } else if (din) {
             if (op->kind == OP_MAXPOOL) {
                 const float *in = activations(m, op->in, N);
@@ -796,6 +870,7 @@ static void backward_ops(Model *m, int N, int groups) {
 
 double model_train_step(Model *m, const float *x, const int64_t *y, int N, int groups,
                         uint64_t dropout_seed, const uint64_t *keys, float *logits_out) {
+    Net *net = m->net;
     if (groups < 1 || N % groups) die("batch of %d images does not split into %d BN groups", N, groups);
     if (N / groups < 2) die("batch norm in training needs at least 2 images per group (got %d)", N / groups);
     ensure_capacity(m, N, 1);
@@ -805,56 +880,68 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     forward_ops(m, N, 1, groups);
 
     prof_push(PROF_HEAD);
-    const Tensor *tf = &m->tensors[m->features];
+    const Tensor *tf = &net->tensors[net->features];
     int C = tf->C, K = m->cfg.classes, HW = tf->H * tf->W;
-    gap_forward(m->feat, activations(m, m->features, N), C, N, HW);
-    if (m->cfg.dropout > 0) dropout_forward(m->feat, m->drop_mask, C, N, m->cfg.dropout, dropout_seed, keys);
-    linear_forward(m->logits, m->feat, P(m, m->linear_w), P(m, m->linear_b), C, N, K);
-    double loss = softmax_xent(m->dlogits, m->logits, y, N, K, 1.0f);
-    if (logits_out) memcpy(logits_out, m->logits, (size_t)N * K * sizeof *logits_out);
+    gap_forward(net->feat, activations(m, net->features, N), C, N, HW);
+    if (m->cfg.dropout > 0) dropout_forward(net->feat, net->drop_mask, C, N, m->cfg.dropout, dropout_seed, keys);
+    linear_forward(net->logits, net->feat, P(m, net->linear_w), P(m, net->linear_b), C, N, K);
+    double loss = softmax_xent(net->dlogits, net->logits, y, N, K, 1.0f);
+    if (logits_out) memcpy(logits_out, net->logits, (size_t)N * K * sizeof *logits_out);
 
     zero_floats(m->grads, m->nparam_floats);
     if (m->grads_ready) {
-        if (!m->grad_final) m->grad_final = xmalloc(m->nparams);
-        memset(m->grad_final, 0, m->nparams);
-        m->grad_frontier = m->nparams;
+        if (!net->grad_final) net->grad_final = xmalloc(m->nparams);
+        memset(net->grad_final, 0, m->nparams);
+        net->grad_frontier = m->nparams;
     }
-    memset(m->dfeat, 0, (size_t)C * N * sizeof *m->dfeat);
-    linear_backward(m->dfeat, G(m, m->linear_w), G(m, m->linear_b), m->dlogits, m->feat,
-                    P(m, m->linear_w), C, N, K);
-    grad_done(m, m->linear_w);
-    grad_done(m, m->linear_b);
-    if (m->cfg.dropout > 0) dropout_backward(m->dfeat, m->drop_mask, (int64_t)C * N, m->cfg.dropout);
-    gap_backward(grad_at(m, m->features, N, 0), m->dfeat, C, N, HW);
+    memset(net->dfeat, 0, (size_t)C * N * sizeof *net->dfeat);
+    linear_backward(net->dfeat, G(m, net->linear_w), G(m, net->linear_b), net->dlogits, net->feat,
+                    P(m, net->linear_w), C, N, K);
+    grad_done(m, net->linear_w);
+    grad_done(m, net->linear_b);
+    if (m->cfg.dropout > 0) dropout_backward(net->dfeat, net->drop_mask, (int64_t)C * N, m->cfg.dropout);
+    gap_backward(grad_at(m, net->features, N, 0), net->dfeat, C, N, HW);
 
-    if (m->aux_input >= 0) {
-        const Tensor *ta = &m->tensors[m->aux_input];
+    if (net->aux_input >= 0) {
+        const Tensor *ta = &net->tensors[net->aux_input];
         int Ca = ta->C, HWa = ta->H * ta->W;
-        gap_forward(m->aux_feat, activations(m, m->aux_input, N), Ca, N, HWa);
-        linear_forward(m->aux_logits, m->aux_feat, P(m, m->aux_w), P(m, m->aux_b), Ca, N, K);
-        loss += AUX_LOSS_WEIGHT * softmax_xent(m->daux_logits, m->aux_logits, y, N, K, AUX_LOSS_WEIGHT);
-        memset(m->daux_feat, 0, (size_t)Ca * N * sizeof *m->daux_feat);
-        linear_backward(m->daux_feat, G(m, m->aux_w), G(m, m->aux_b), m->daux_logits, m->aux_feat,
-                        P(m, m->aux_w), Ca, N, K);
-        grad_done(m, m->aux_w);
-        grad_done(m, m->aux_b);
-        gap_backward(grad_at(m, m->aux_input, N, 0), m->daux_feat, Ca, N, HWa);
+        gap_forward(net->aux_feat, activations(m, net->aux_input, N), Ca, N, HWa);
+        linear_forward(net->aux_logits, net->aux_feat, P(m, net->aux_w), P(m, net->aux_b), Ca, N, K);
+        loss += AUX_LOSS_WEIGHT * softmax_xent(net->daux_logits, net->aux_logits, y, N, K, AUX_LOSS_WEIGHT);
+        memset(net->daux_feat, 0, (size_t)Ca * N * sizeof *net->daux_feat);
+        linear_backward(net->daux_feat, G(m, net->aux_w), G(m, net->aux_b), net->daux_logits, net->aux_feat,
+                        P(m, net->aux_w), Ca, N, K);
+        grad_done(m, net->aux_w);
+        grad_done(m, net->aux_b);
+        gap_backward(grad_at(m, net->aux_input, N, 0), net->daux_feat, Ca, N, HWa);
     }
     prof_pop();
     backward_ops(m, N, groups);
-    if (m->grads_ready && m->grad_frontier)
-        die("internal: the gradient of %s was never marked final", m->pinfo[m->grad_frontier - 1].name);
+    if (m->grads_ready && net->grad_frontier)
+        die("internal: the gradient of %s was never marked final", m->pinfo[net->grad_frontier - 1].name);
     return loss;
 }
 
 void model_eval(Model *m, const float *x, int N, float *logits) {
+    Net *net = m->net;
     ensure_capacity(m, N, 0);
     load_input(m, x, N);
     forward_ops(m, N, 0, 1);
-    const Tensor *tf = &m->tensors[m->features];
+    const Tensor *tf = &net->tensors[net->features];
     int C = tf->C;
-    gap_forward(m->feat, activations(m, m->features, N), C, N, tf->H * tf->W);
-    linear_forward(logits, m->feat, P(m, m->linear_w), P(m, m->linear_b), C, N, m->cfg.classes);
+    gap_forward(net->feat, activations(m, net->features, N), C, N, tf->H * tf->W);
+    linear_forward(logits, net->feat, P(m, net->linear_w), P(m, net->linear_b), C, N, m->cfg.classes);
+}
+
+const float *model_aux_logits(const Model *m) { return m->net->aux_logits; }
+
+size_t model_arena_floats(Model *m, int training, size_t *peak) {
+    Net *net = m->net;
+    net->saved_bf16 = gemm_autocast();
+    plan_memory(m, training);
+    net->plan_training = -1;        /* the next step plans (and allocates) for itself */
+    *peak = net->arena_peak_per_image;
+    return net->arena_per_image;
 }
 
 void model_sgd(Model *m, float lr, float momentum, float weight_decay) {

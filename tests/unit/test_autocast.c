@@ -13,7 +13,7 @@
 #include "check.h"
 #include "fixture.h"
 #include "gemm.h"
-#include "layers.h"
+#include "conv.h"
 #include "model.h"
 #include "stream.h"
 #include "util.h"

@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
 
     double d = rel_diff(logits, fx("logits")->data, N * K);
     CHECK(d < TOL_FORWARD, "logits differ by %.3g", d);
-    d = rel_diff(m->aux_logits, fx("aux_logits")->data, N * K);
+    d = rel_diff(model_aux_logits(m), fx("aux_logits")->data, N * K);
     CHECK(d < TOL_FORWARD, "aux logits differ by %.3g", d);
     float ref_loss = *(const float *)fx("loss")->data;
     CHECK(fabs(loss - ref_loss) < TOL_FORWARD * fabs(ref_loss), "loss %.7f vs %.7f", loss, ref_loss);

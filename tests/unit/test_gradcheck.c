@@ -2,7 +2,7 @@
  * compared with central differences of L = sum(r * forward(...)) for a fixed
  * random r, in float with steps of 1e-2 (1e-3 through ReLU kinks) on O(1) inputs. */
 #include "check.h"
-#include "layers.h"
+#include "conv.h"
 #include "util.h"
 #include <stdlib.h>
 #include <string.h>
