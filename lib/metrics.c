@@ -56,7 +56,7 @@ void metrics_read(Metrics *m, StreamReader *in) {
                 m->correct = xcalloc(m->K, sizeof *m->correct);
                 if (m->K <= MAX_CONFUSION_CLASSES) m->confusion = xcalloc((size_t)m->K * m->K, sizeof *m->confusion);
             }
-            Record t = *logits; *logits = *r; *r = t;
+            record_swap(logits, r);
             have_logits = 1;
             continue;
         }

@@ -23,6 +23,12 @@ size_t dtype_size(int dt) { return dt >= 0 && dt < DT_COUNT ? DTYPE_SIZES[dt] : 
 
 void record_free(Record *r) { free(r->data); memset(r, 0, sizeof *r); }
 
+void record_swap(Record *a, Record *b) {
+    Record t = *a;
+    *a = *b;
+    *b = t;
+}
+
 /* Element count of a shape: 0 if any dimension is (however large the others), else
  * their product; returns 0 when a dimension is negative or the count passes INT64_MAX. */
 static int shape_elements(int rank, const int64_t *dims, uint64_t *count) {

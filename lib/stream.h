@@ -30,6 +30,9 @@ typedef struct {
 const char *dtype_name(int dtype);
 size_t dtype_size(int dtype);
 void record_free(Record *r);
+/* Exchanges a and b, headers and buffers: keeps the record just read in a while the
+ * reader goes on reading into the buffer a held (no copy). */
+void record_swap(Record *a, Record *b);
 /* Set header fields and make room for the payload. */
 void record_shape(Record *r, const char *name, int dtype, int rank, const int64_t *dims);
 /* Dies unless r has the given dtype and rank (dims < 0 are wildcards). */

@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
     int64_t position = 0;     /* image count so far, when no idx record names them */
     while (sr_next(in, &rec)) {
         if (!strcmp(rec.name, "idx") && rec.dtype == DT_I64 && rec.rank == 1) {
-            Record t = idx; idx = rec; rec = t;    /* keep it for the next x */
+            record_swap(&idx, &rec);               /* keep it for the next x */
             have_idx = 1;
             sw_write_record(out.w, &idx);
             continue;

@@ -207,135 +207,196 @@ static void progress(int quiet, uint64_t epoch, uint64_t done, uint64_t total, d
             loss, ips, (int)(eta / 60), (int)fmod(eta, 60));
 }
 
-int main(int argc, char **argv) {
-    tool_init("incv3-step", argc, argv);
+/* Everything a run keeps between batches. */
+typedef struct {
     Options o;
-    parse_options(argc, argv, &o);
-    set_threads(o.threads);
-    if (o.bf16 && !gemm_set_autocast(1) && !getenv("INCV3_QUIET_BLAS"))
-        fprintf(stderr, "incv3-step: note: --autocast bf16: this CPU has no bf16 dot products "
-                "(AVX512_BF16); training in fp32\n");
-
-    TrainState st = { 0, o.seed };
     Model *m;
-    if (access(o.ckpt, F_OK) == 0) {
-        m = checkpoint_load(o.ckpt, &st);
-        if (o.init) usage_die("--init: %s exists already; remove it to start from %s", o.ckpt, o.init);
-    } else if (o.eval) {
-        die("cannot open checkpoint %s: %s", o.ckpt, strerror(errno));
-    } else if (o.init) {
-        m = safetensors_import(o.init, 0, o.reinit ? o.cfg.classes : 0, o.seed);
-    } else {
-        m = model_create(&o.cfg);
-        model_init(m, o.seed);
-    }
-    int K = m->cfg.classes;
-    StreamReader *in = sr_open_path(optind < argc ? argv[optind] : "-");
-    Batch b = { 0 };
-    Output out = { 0 };
-    FILE *log = stdout;
-    if (o.eval) output_open(&out, o.out_path, o.raw, o.level);
-    else if (o.log && !(log = fopen(o.log, "a"))) die("cannot open log %s: %s", o.log, strerror(errno));
-    Exchange *ex = o.exchange ? exchange_open(o.exchange, m, o.bucket_mb) : NULL;
+    TrainState st;
+    StreamReader *in;
+    Output out;               /* --eval */
+    FILE *log;                /* training */
+    Exchange *ex;
+    uint64_t epoch, batches;  /* from the meta record */
+    uint64_t seen, skip;      /* this epoch's batches read; of them, trained before a resume */
+    uint64_t trained, images, correct_sum;
+    uint64_t images_seen;     /* dropout keys of batches without idx */
+    double loss_sum, t_start;
+    float *logits;
+    size_t logits_cap;
+} Run;
 
-    uint64_t epoch = 0, batches = 0, seen = 0, skip = 0, trained = 0, images = 0, correct_sum = 0;
-    uint64_t images_seen = 0;     /* dropout keys of batches without idx */
-    double loss_sum = 0, t_start = now_seconds();
-    float *logits = NULL;
-    size_t logits_cap = 0;
+static void open_run(Run *r, int argc, char **argv) {
+    Options *o = &r->o;
+    r->st = (TrainState){ 0, o->seed };
+    if (access(o->ckpt, F_OK) == 0) {
+        r->m = checkpoint_load(o->ckpt, &r->st);
+        if (o->init) usage_die("--init: %s exists already; remove it to start from %s", o->ckpt, o->init);
+    } else if (o->eval) {
+        die("cannot open checkpoint %s: %s", o->ckpt, strerror(errno));
+    } else if (o->init) {
+        r->m = safetensors_import(o->init, 0, o->reinit ? o->cfg.classes : 0, o->seed);
+    } else {
+        r->m = model_create(&o->cfg);
+        model_init(r->m, o->seed);
+    }
+    r->in = sr_open_path(optind < argc ? argv[optind] : "-");
+    r->log = stdout;
+    if (o->eval) output_open(&r->out, o->out_path, o->raw, o->level);
+    else if (o->log && !(r->log = fopen(o->log, "a"))) die("cannot open log %s: %s", o->log, strerror(errno));
+    r->ex = o->exchange ? exchange_open(o->exchange, r->m, o->bucket_mb) : NULL;
+    r->t_start = now_seconds();
+}
+
+/* A meta record starts an epoch: its number, its batch count, and on resume the
+ * batches of it that the checkpoint has trained already. */
+static void start_epoch(Run *r, const Record *meta) {
+    long long e = meta_number(meta, "epoch"), nb = meta_number(meta, "batches");
+    if (e >= 0) r->epoch = (uint64_t)e;
+    if (nb > 0) r->batches = (uint64_t)nb;
+    if (!r->o.sched.steps_per_epoch && nb > 0) r->o.sched.steps_per_epoch = (uint64_t)nb;
+    r->seen = 0;
+    uint64_t first = r->epoch * r->o.sched.steps_per_epoch;
+    r->skip = !r->o.eval && r->st.step > first ? r->st.step - first : 0;
+}
+
+/* Reads records up to the next whole batch (x, y, and idx if any) into b: 1, or 0 at
+ * the end of the stream. Meta records start epochs; under --eval, records that are
+ * not the batch's pass on as they are. */
+static int read_batch(Run *r, Batch *b) {
+    Record *rec = &b->other;
     for (;;) {
         prof_push(PROF_STREAM_IO);
-        int more = sr_next(in, &b.other);
+        int more = sr_next(r->in, rec);
         prof_pop();
-        if (!more) break;
-        Record *r = &b.other;
-        if (!strcmp(r->name, "meta") && r->dtype == DT_U8) {
-            long long e = meta_number(r, "epoch"), nb = meta_number(r, "batches");
-            if (e >= 0) epoch = (uint64_t)e;
-            if (nb > 0) batches = (uint64_t)nb;
-            if (!o.sched.steps_per_epoch && nb > 0) o.sched.steps_per_epoch = (uint64_t)nb;
-            /* resuming: batches of this epoch that the checkpoint has trained already */
-            seen = 0;
-            uint64_t first = epoch * o.sched.steps_per_epoch;
-            skip = !o.eval && st.step > first ? st.step - first : 0;
-            if (o.eval) sw_write_record(out.w, r);
-            continue;
+        if (!more) {
+            if (b->have_x) die("stream ends with an x record that has no y");
+            return 0;
         }
-        if (!strcmp(r->name, "x")) { Record t = b.x; b.x = *r; *r = t; b.have_x = 1; continue; }
-        if (!strcmp(r->name, "idx")) { Record t = b.idx; b.idx = *r; *r = t; b.have_idx = 1; continue; }
-        if (strcmp(r->name, "y")) { if (o.eval) sw_write_record(out.w, r); continue; }
-        if (!b.have_x) die("record 'y' at byte %llu comes without an x before it", (unsigned long long)r->offset);
-        { Record t = b.y; b.y = *r; *r = t; }
-        b.have_x = 0;
-        seen++;
-        if (seen <= skip) { b.have_idx = 0; images_seen += (uint64_t)b.x.dims[0]; continue; }
-        prof_push(PROF_INPUT);
-        int N = prepare_batch(&b, &o.norm, K);
-        prof_pop();
-        if ((size_t)N * K > logits_cap) { logits_cap = (size_t)N * K; logits = xrealloc(logits, logits_cap * sizeof *logits); }
-        if (o.eval) {
-            model_eval(m, b.xf, N, logits);
-            int64_t ld[2] = { N, K };
-            if (b.have_idx) sw_write_record(out.w, &b.idx);
-            sw_write(out.w, "logits", DT_F32, 2, ld, logits);
-            sw_write_record(out.w, &b.y);
-            b.have_idx = 0;
-            continue;
+        if (!strcmp(rec->name, "meta") && rec->dtype == DT_U8) {
+            start_epoch(r, rec);
+            if (r->o.eval) sw_write_record(r->out.w, rec);
+        } else if (!strcmp(rec->name, "x")) {
+            record_swap(&b->x, rec);
+            b->have_x = 1;
+        } else if (!strcmp(rec->name, "idx")) {
+            record_swap(&b->idx, rec);
+            b->have_idx = 1;
+        } else if (!strcmp(rec->name, "y")) {
+            if (!b->have_x) die("record 'y' at byte %llu comes without an x before it", (unsigned long long)rec->offset);
+            record_swap(&b->y, rec);
+            b->have_x = 0;
+            r->seen++;
+            return 1;
+        } else if (r->o.eval) {
+            sw_write_record(r->out.w, rec);
         }
-        int groups = 1;
-        if (o.ghost) {
-            if (N % o.ghost) die("batch of %d images at byte %llu is not a multiple of --ghost-batch %lld",
-                                 N, (unsigned long long)b.x.offset, o.ghost);
-            groups = N / (int)o.ghost;
-        }
-        double t0 = now_seconds();
-        /* dropout per image from (seed, step, source record): reproducible on
-         * resume and the same on however many workers */
-        for (int i = 0; i < N; i++)
-            b.keys[i] = b.have_idx ? (uint64_t)((int64_t *)b.idx.data)[i] : images_seen + i;
-        if (ex) exchange_step_begin(ex);
-        double loss = model_train_step(m, b.xf, b.labels, N, groups, mix64(st.seed) ^ st.step, b.keys, logits);
-        images_seen += N;
-        b.have_idx = 0;
-        float metrics[2] = { (float)loss, (float)count_correct(logits, b.labels, N, K) / N };
-        if (ex) exchange_step_end(ex, metrics, 2);
-        if (!isfinite(metrics[0]))
-            die("step %llu: loss is %s; stopping, %s keeps its last good state",
-                (unsigned long long)st.step + 1, isnan(metrics[0]) ? "NaN" : "infinite", o.ckpt);
-        double lr = schedule_lr(&o.sched, st.step);
-        model_sgd(m, (float)lr, (float)o.momentum, (float)o.wd);
-        st.step++; trained++; images += N;
-        loss_sum += metrics[0];
-        correct_sum += (uint64_t)llround(metrics[1] * N);
-        double dt = now_seconds() - t0, elapsed = now_seconds() - t_start;
-        fprintf(log, "{\"event\":\"step\",\"epoch\":%llu,\"step\":%llu,\"loss\":%.6f,\"accuracy\":%.4f,"
-                "\"lr\":%.6g,\"images_per_s\":%.2f}\n", (unsigned long long)epoch,
-                (unsigned long long)st.step, metrics[0], metrics[1], lr, N / dt);
-        fflush(log);
-        uint64_t done = seen;
-        progress(o.quiet, epoch, done, batches, loss_sum / trained, images / elapsed,
-                 batches > done ? elapsed / trained * (batches - done) : 0);
-        if (o.save_every && st.step % o.save_every == 0 && !o.no_save) checkpoint_save(o.ckpt, m, &st);
     }
-    if (b.have_x) die("stream ends with an x record that has no y");
-    if (o.eval) {
-        output_close(&out);
+}
+
+static void eval_batch(Run *r, Batch *b, int N) {
+    int K = r->m->cfg.classes;
+    model_eval(r->m, b->xf, N, r->logits);
+    if (b->have_idx) sw_write_record(r->out.w, &b->idx);
+    sw_write(r->out.w, "logits", DT_F32, 2, (int64_t[]){ N, K }, r->logits);
+    sw_write_record(r->out.w, &b->y);
+}
+
+static void log_step(Run *r, const float metrics[2], double lr, int N, double seconds) {
+    fprintf(r->log, "{\"event\":\"step\",\"epoch\":%llu,\"step\":%llu,\"loss\":%.6f,\"accuracy\":%.4f,"
+            "\"lr\":%.6g,\"images_per_s\":%.2f}\n", (unsigned long long)r->epoch,
+            (unsigned long long)r->st.step, metrics[0], metrics[1], lr, N / seconds);
+    fflush(r->log);
+    double elapsed = now_seconds() - r->t_start;
+    progress(r->o.quiet, r->epoch, r->seen, r->batches, r->loss_sum / r->trained, r->images / elapsed,
+             r->batches > r->seen ? elapsed / r->trained * (r->batches - r->seen) : 0);
+}
+
+/* One SGD step on the batch (its gradient averaged with the other workers' under
+ * --exchange), logged, and saved every --save-every steps. */
+static void train_batch(Run *r, Batch *b, int N) {
+    const Options *o = &r->o;
+    int groups = 1;
+    if (o->ghost) {
+        if (N % o->ghost) die("batch of %d images at byte %llu is not a multiple of --ghost-batch %lld",
+                              N, (unsigned long long)b->x.offset, o->ghost);
+        groups = N / (int)o->ghost;
+    }
+    double t0 = now_seconds();
+    /* dropout per image from (seed, step, source record): reproducible on
+     * resume and the same on however many workers */
+    for (int i = 0; i < N; i++)
+        b->keys[i] = b->have_idx ? (uint64_t)((int64_t *)b->idx.data)[i] : r->images_seen + i;
+    if (r->ex) exchange_step_begin(r->ex);
+    double loss = model_train_step(r->m, b->xf, b->labels, N, groups, mix64(r->st.seed) ^ r->st.step,
+                                   b->keys, r->logits);
+    r->images_seen += N;
+    int K = r->m->cfg.classes;
+    float metrics[2] = { (float)loss, (float)count_correct(r->logits, b->labels, N, K) / N };
+    if (r->ex) exchange_step_end(r->ex, metrics, 2);
+    if (!isfinite(metrics[0]))
+        die("step %llu: loss is %s; stopping, %s keeps its last good state",
+            (unsigned long long)r->st.step + 1, isnan(metrics[0]) ? "NaN" : "infinite", o->ckpt);
+    double lr = schedule_lr(&o->sched, r->st.step);
+    model_sgd(r->m, (float)lr, (float)o->momentum, (float)o->wd);
+    r->st.step++; r->trained++; r->images += N;
+    r->loss_sum += metrics[0];
+    r->correct_sum += (uint64_t)llround(metrics[1] * N);
+    log_step(r, metrics, lr, N, now_seconds() - t0);
+    if (o->save_every && r->st.step % o->save_every == 0 && !o->no_save) checkpoint_save(o->ckpt, r->m, &r->st);
+}
+
+/* The end of the stream: the checkpoint and the epoch's summary (training), or the
+ * end record of the logits stream (--eval). */
+static void finish_run(Run *r) {
+    const Options *o = &r->o;
+    if (o->eval) {
+        output_close(&r->out);
     } else {
-        if (!o.quiet && isatty(2)) fputc('\n', stderr);
-        if (trained && !o.no_save) checkpoint_save(o.ckpt, m, &st);
-        if (trained) {
-            double elapsed = now_seconds() - t_start;
-            fprintf(log, "{\"event\":\"train_epoch\",\"epoch\":%llu,\"steps\":%llu,\"loss\":%.6f,"
+        if (!o->quiet && isatty(2)) fputc('\n', stderr);
+        if (r->trained && !o->no_save) checkpoint_save(o->ckpt, r->m, &r->st);
+        if (r->trained) {
+            double elapsed = now_seconds() - r->t_start;
+            fprintf(r->log, "{\"event\":\"train_epoch\",\"epoch\":%llu,\"steps\":%llu,\"loss\":%.6f,"
                     "\"accuracy\":%.4f,\"images_per_s\":%.2f,\"seconds\":%.1f}\n",
-                    (unsigned long long)epoch, (unsigned long long)trained, loss_sum / trained,
-                    (double)correct_sum / images, images / elapsed, elapsed);
+                    (unsigned long long)r->epoch, (unsigned long long)r->trained, r->loss_sum / r->trained,
+                    (double)r->correct_sum / r->images, r->images / elapsed, elapsed);
         }
-        if (prof_enabled) prof_report(log);
-        xfflush(log, o.log ? o.log : "stdout");
-        if (o.log) fclose(log);
-        if (ex) exchange_close(ex);
+        if (prof_enabled) prof_report(r->log);
+        xfflush(r->log, o->log ? o->log : "stdout");
+        if (o->log && fclose(r->log)) die("cannot write %s: %s", o->log, strerror(errno));
+        if (r->ex) exchange_close(r->ex);
     }
-    sr_close(in);
-    model_free(m);
+    sr_close(r->in);
+    model_free(r->m);
+}
+
+int main(int argc, char **argv) {
+    tool_init("incv3-step", argc, argv);
+    Run r = { 0 };
+    parse_options(argc, argv, &r.o);
+    set_threads(r.o.threads);
+    if (r.o.bf16 && !gemm_set_autocast(1) && !getenv("INCV3_QUIET_BLAS"))
+        fprintf(stderr, "incv3-step: note: --autocast bf16: this CPU has no bf16 dot products "
+                "(AVX512_BF16); training in fp32\n");
+    open_run(&r, argc, argv);
+    Batch b = { 0 };
+    while (read_batch(&r, &b)) {
+        if (r.seen <= r.skip) {         /* trained before the resume */
+            b.have_idx = 0;
+            r.images_seen += (uint64_t)b.x.dims[0];
+            continue;
+        }
+        prof_push(PROF_INPUT);
+        int N = prepare_batch(&b, &r.o.norm, r.m->cfg.classes);
+        prof_pop();
+        if ((size_t)N * r.m->cfg.classes > r.logits_cap) {
+            r.logits_cap = (size_t)N * r.m->cfg.classes;
+            r.logits = xrealloc(r.logits, r.logits_cap * sizeof *r.logits);
+        }
+        if (r.o.eval) eval_batch(&r, &b, N);
+        else train_batch(&r, &b, N);
+        b.have_idx = 0;
+    }
+    finish_run(&r);
     return 0;
 }
