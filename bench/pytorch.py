@@ -1,4 +1,4 @@
-"""Side by side: the PyTorch model of DESIGN §4 (tests/pytorch/inceptionv3.py),
+"""Side by side: incv3's network in PyTorch (tests/pytorch/inceptionv3.py),
 trained on the same batch size, thread count and model as incv3's benchmark, in
 its best CPU layout (channels_last); PRECISION bf16 runs the forward under
 torch.autocast("cpu", dtype=torch.bfloat16), as the model-zoo entry's --autocast.

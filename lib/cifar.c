@@ -48,6 +48,9 @@ static void add_pickle(CifarSet *s, const unsigned char *buf, size_t len, const 
     *p = (CifarPickle){ 0 };
     s->npickles++;
     cifar_pickle_parse(p, buf, len, label);
+    if (p->has_data && p->row_bytes != CIFAR_PIXELS)
+        die("%s: byte %zu: 'data' has shape [%lld, %lld], not [N, %d]", label, p->data_offset,
+            (long long)p->count, (long long)p->row_bytes, CIFAR_PIXELS);
     if (!p->count) die("%s: a meta file (label names), not a batch of images", label);
     expect_cifar100(s, !p->labels, label);
     const int64_t *labels = !s->cifar100 ? p->labels : s->fine ? p->fine : p->coarse;

@@ -2,8 +2,10 @@
 #include "model.h"
 #include "arena.h"
 #include "conv.h"
+#include "layers.h"
 #include "gemm.h"
 #include "profile.h"
+#include "util.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,6 @@
 /* pickle.c - see pickle.h. A stack machine over the opcodes these files use;
  * values live in one arena that is freed as a whole. */
 #include "pickle.h"
-#include "cifar.h"
 #include "util.h"
 #include <stdarg.h>
 #include <stdlib.h>
@@ -575,13 +574,13 @@ static void parse_dict(Unpickler *u, CifarPickle *out) {
     const Value *data = dict_get(d, "data");
     if (data) {
         if (data->kind != V_ARRAY || !data->built) fail(u, data->offset, "'data' is not a NumPy array");
-        if (data->rank != 2 || data->dims[1] != CIFAR_PIXELS) {
-            char shape[64];
-            snprintf(shape, sizeof shape, data->rank == 1 ? "[%lld]" : "[%lld, %lld]",
-                     (long long)data->dims[0], (long long)data->dims[1]);
-            fail(u, data->offset, "'data' has shape %s, not [N, %d]", shape, CIFAR_PIXELS);
-        }
+        if (data->rank != 2)
+            fail(u, data->offset, "'data' has shape [%lld], not one row of pixels per image",
+                 (long long)data->dims[0]);
+        out->has_data = 1;
         out->count = data->dims[0];
+        out->row_bytes = data->dims[1];
+        out->data_offset = data->offset;
         out->pixels = data->p;
         out->labels = int_list(u, d, "labels", out->count, &out->labels_offset);
         out->fine = int_list(u, d, "fine_labels", out->count, &out->fine_offset);

@@ -16,8 +16,10 @@
 typedef struct PickleArena PickleArena;
 
 typedef struct CifarPickle {
-    int64_t count;                  /* images: rows of 'data'; 0 in a meta file */
-    const unsigned char *pixels;    /* count x 3072, channel planes as in the binary version */
+    int has_data;                   /* a data batch ('data'), not a meta file */
+    int64_t count, row_bytes;       /* 'data' [count, row_bytes] (the caller checks the width) */
+    size_t data_offset;             /* byte offset of 'data' */
+    const unsigned char *pixels;    /* its rows: channel planes as in the binary version */
     const int64_t *labels;          /* 'labels' (CIFAR-10), or NULL */
     const int64_t *fine, *coarse;   /* 'fine_labels', 'coarse_labels' (CIFAR-100), or NULL */
     size_t labels_offset, fine_offset, coarse_offset;   /* byte offsets of the lists */
