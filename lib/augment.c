@@ -67,6 +67,17 @@ static void build_map(const AugmentSpec *s, Rng *rng, int H, int W, int32_t *map
         }
 }
 
+/* Cutout's square for one image: rows [box[0], box[1]), columns [box[2], box[3]). Drawn
+ * after the geometric operations' draws, which stay those of a run without Cutout. */
+static void cutout_box(int side, Rng *rng, int H, int W, int32_t box[4]) {
+    int cy = (int)rng_below(rng, (uint64_t)H), cx = (int)rng_below(rng, (uint64_t)W);
+    int y0 = cy - side / 2, x0 = cx - side / 2;
+    box[0] = y0 < 0 ? 0 : y0;
+    box[1] = y0 + side > H ? H : y0 + side;
+    box[2] = x0 < 0 ? 0 : x0;
+    box[3] = x0 + side > W ? W : x0 + side;
+}
+
 void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, int64_t position,
                    Record *out) {
     int64_t B = in->dims[0], C = in->dims[1], H = in->dims[2], W = in->dims[3], hw = H * W;
@@ -75,23 +86,29 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
     if (s->norm.on && (in->dtype != DT_U8 || C != 3))
         die("record 'x' at byte %llu: --normalize needs u8 images with 3 channels",
             (unsigned long long)in->offset);
+    if (s->cutout && in->dtype == DT_U8 && C != 3)
+        die("record 'x' at byte %llu: Cutout of u8 images needs 3 channels (it fills with the mean colour)",
+            (unsigned long long)in->offset);
     if (in->nelem == 0) {       /* however many images of no pixels: nothing to do */
         record_shape(out, "x", s->norm.on ? DT_F32 : in->dtype, 4, in->dims);
         return;
     }
     int geometric = s->crop || s->flip || s->rotate_deg > 0;
     size_t esize = dtype_size(in->dtype);
-    /* geometric ops at the input's element size, then normalise; the buffers
-     * live across batches */
+    /* geometric ops at the input's element size, then normalise, then Cutout; the
+     * buffers live across batches */
     static Record tmp;
-    static int32_t *map;
-    static int64_t map_cap;
+    static int32_t *map, (*boxes)[4];
+    static int64_t map_cap, boxes_cap;
     record_shape(&tmp, "x", in->dtype, 4, in->dims);
     if (hw > map_cap) { map = xrealloc(map, hw * sizeof *map); map_cap = hw; }
-    for (int64_t i = 0; i < B && geometric; i++) {
+    if (s->cutout && B > boxes_cap) { boxes = xrealloc(boxes, B * sizeof *boxes); boxes_cap = B; }
+    for (int64_t i = 0; i < B && (geometric || s->cutout); i++) {
         Rng rng;
         rng_seed(&rng, mix64(s->seed) ^ s->epoch, (uint64_t)(keys ? keys[i] : position + i));
-        build_map(s, &rng, (int)H, (int)W, map);
+        if (geometric) build_map(s, &rng, (int)H, (int)W, map);
+        if (s->cutout) cutout_box(s->cutout, &rng, (int)H, (int)W, boxes[i]);
+        if (!geometric) continue;
         for (int64_t c = 0; c < C; c++) {
             const char *src = (const char *)in->data + (i * C + c) * hw * esize;
             char *dst = (char *)tmp.data + (i * C + c) * hw * esize;
@@ -108,5 +125,18 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
     } else {
         record_shape(out, "x", in->dtype, 4, in->dims);
         memcpy(out->data, geo, in->nbytes);
+    }
+    if (s->cutout) {
+        const Normalize *mean = s->norm.on ? &s->norm : &CIFAR10_NORMALIZE;
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t c = 0; c < C; c++) {
+                uint8_t fill8 = out->dtype == DT_U8 ? (uint8_t)lrintf(255.0f * mean->mean[c]) : 0;
+                char *plane = (char *)out->data + (i * C + c) * hw * dtype_size(out->dtype);
+                for (int y = boxes[i][0]; y < boxes[i][1]; y++)
+                    for (int x = boxes[i][2]; x < boxes[i][3]; x++) {
+                        if (out->dtype == DT_U8) ((uint8_t *)plane)[y * W + x] = fill8;
+                        else ((float *)plane)[y * W + x] = 0.0f;
+                    }
+            }
     }
 }

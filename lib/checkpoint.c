@@ -51,6 +51,13 @@ static Entry *state_entries(const Model *m, int *n) {
     return e;
 }
 
+/* Where the moving average keeps an f32 entry's values (params, then buffers). */
+static float *ema_of(const Model *m, const Entry *e) {
+    const float *p = e->data;
+    if (p >= m->params && p < m->params + m->nparam_floats) return m->ema + (p - m->params);
+    return m->ema + m->nparam_floats + (p - m->buffers);
+}
+
 static size_t entry_elems(const Entry *e) {
     size_t n = 1;
     for (int i = 0; i < e->rank; i++) n *= e->dims[i];
@@ -81,6 +88,12 @@ void checkpoint_save(const char *path, const Model *m, const TrainState *st) {
         char name[128];
         snprintf(name, sizeof name, "momentum.%s", m->pinfo[i].name);
         sw_write(w, name, DT_F32, m->pinfo[i].rank, m->pinfo[i].dims, m->momentum + m->pinfo[i].offset);
+    }
+    for (int i = 0; i < n && m->ema; i++) {
+        if (e[i].dtype != DT_F32) continue;
+        char name[128];
+        snprintf(name, sizeof name, "ema.%s", e[i].name);
+        sw_write(w, name, DT_F32, e[i].rank, e[i].dims, ema_of(m, &e[i]));
     }
     sw_close(w);
     atomic_commit(af);
@@ -183,10 +196,22 @@ static void read_checkpoint(StreamReader *in, const char *path, TrainState *st, 
     Model *m = l->m = model_create(&cfg);
     int n;
     Entry *e = l->e = state_entries(m, &n);
-    char *seen = l->seen = xcalloc(n + m->nparams, 1);
+    /* seen: the state's n entries, the momentum of each parameter, the average of each entry */
+    char *seen = l->seen = xcalloc(2 * n + m->nparams, 1), *seen_ema = seen + n + m->nparams;
+    int any_ema = 0;
     while (sr_next(in, r)) {
         int found = 0;
-        if (!strncmp(r->name, "momentum.", 9)) {
+        if (!strncmp(r->name, "ema.", 4)) {
+            if (!m->ema) m->ema = xcalloc(m->nparam_floats + m->nbuffer_floats, sizeof *m->ema);
+            for (int i = 0; i < n && !found; i++)
+                if (e[i].dtype == DT_F32 && !strcmp(e[i].name, r->name + 4)) {
+                    Entry ee = e[i];
+                    ee.data = ema_of(m, &e[i]);
+                    if (seen_ema[i]++) die("%s: tensor '%s' appears twice", path, r->name);
+                    fill_entry(path, &ee, r, "moving average");
+                    found = any_ema = 1;
+                }
+        } else if (!strncmp(r->name, "momentum.", 9)) {
             int i = model_find_param(m, r->name + 9);
             if (i >= 0) {
                 Entry me = { "", DT_F32, m->pinfo[i].rank, { 0 }, m->momentum + m->pinfo[i].offset, 0 };
@@ -210,6 +235,8 @@ static void read_checkpoint(StreamReader *in, const char *path, TrainState *st, 
         if (!seen[i])
             die("%s: checkpoint lacks %s'%s'", path, i < n ? "" : "momentum of ",
                 i < n ? e[i].name : m->pinfo[i - n].name);
+    for (int i = 0; i < n && any_ema; i++)
+        if (e[i].dtype == DT_F32 && !seen_ema[i]) die("%s: checkpoint lacks the moving average of '%s'", path, e[i].name);
 }
 
 /* ---------------- safetensors ---------------- */

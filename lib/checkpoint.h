@@ -3,7 +3,9 @@
  * A checkpoint is a zstd tensor stream: a text record "incv3.checkpoint"
  * (key=value lines: classes, width, aux, step, seed), then every tensor of
  * the PyTorch state_dict under its PyTorch name, then "momentum.<name>" for
- * every parameter. Written atomically: a crash leaves the previous file whole. */
+ * every parameter, and with a moving average of the weights (--ema) "ema.<name>"
+ * for every f32 tensor of the state_dict. Written atomically: a crash leaves the
+ * previous file whole. */
 #ifndef INCV3_CHECKPOINT_H
 #define INCV3_CHECKPOINT_H
 #include "model.h"

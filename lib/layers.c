@@ -384,28 +384,32 @@ void linear_backward(float *din, float *dweight, float *dbias, const float *dlog
 }
 
 double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, int N, int K,
-                    float scale) {
-    double total = 0;
+                    float smoothing, float scale) {
+    double total = 0, off = (double)smoothing / K, on = 1.0 - smoothing + off;
     for (int n = 0; n < N; n++) {
         const float *z = logits + (int64_t)n * K;
         float mx = z[0];
+        double zsum = 0;
         for (int k = 1; k < K; k++) if (z[k] > mx) mx = z[k];
         double sum = 0;
-        for (int k = 0; k < K; k++) sum += exp((double)(z[k] - mx));
+        for (int k = 0; k < K; k++) { sum += exp((double)(z[k] - mx)); zsum += z[k]; }
         double lse = mx + log(sum);
-        total += lse - z[labels[n]];
+        /* -sum_k t_k log p_k with t = (1 - s) onehot + s/K: lse - (1 - s) z_y - s mean(z) */
+        total += smoothing ? lse - (1.0 - smoothing) * z[labels[n]] - off * zsum : lse - z[labels[n]];
         if (!dlogits) continue;
         float *d = dlogits + (int64_t)n * K;
         for (int k = 0; k < K; k++)
-            d[k] = scale * (float)(exp((double)z[k] - lse) - (k == labels[n])) / N;
+            d[k] = scale * (float)(exp((double)z[k] - lse) - (k == labels[n] ? on : off)) / N;
     }
     return total / N;
 }
 
-void sgd_update(float *w, const float *g, float *buf, size_t n, float lr, float momentum, float wd) {
+void sgd_update(float *w, const float *g, float *buf, size_t n, float lr, float momentum, float wd,
+                int nesterov) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        buf[i] = momentum * buf[i] + (g[i] + wd * w[i]);
-        w[i] -= lr * buf[i];
+        float d = g[i] + wd * w[i];
+        buf[i] = momentum * buf[i] + d;
+        w[i] -= lr * (nesterov ? d + momentum * buf[i] : buf[i]);
     }
 }

@@ -26,7 +26,7 @@ static void add_batch(Metrics *m, const Record *logits, const Record *y) {
             if (row[k] > row[best]) best = k;
             if (row[k] > row[label]) above++;
         }
-        if (finite) m->loss_sum += softmax_xent(NULL, row, &label, 1, K, 1.0f);
+        if (finite) m->loss_sum += softmax_xent(NULL, row, &label, 1, K, 0, 1.0f);
         else m->nonfinite++;
         m->top1 += best == label;
         m->top5 += above < 5;

@@ -534,7 +534,7 @@ void model_free(Model *m) {
     free(n->aux_feat); free(n->daux_feat); free(n->aux_logits); free(n->daux_logits);
     free(n->drop_mask); free(n);
     free(m->pinfo); free(m->bns);
-    free(m->params); free(m->grads); free(m->momentum); free(m->buffers);
+    free(m->params); free(m->grads); free(m->momentum); free(m->buffers); free(m->ema);
     free(m);
 }
 
@@ -887,7 +887,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     gap_forward(net->feat, activations(m, net->features, N), C, N, HW);
     if (m->cfg.dropout > 0) dropout_forward(net->feat, net->drop_mask, C, N, m->cfg.dropout, dropout_seed, keys);
     linear_forward(net->logits, net->feat, P(m, net->linear_w), P(m, net->linear_b), C, N, K);
-    double loss = softmax_xent(net->dlogits, net->logits, y, N, K, 1.0f);
+    double loss = softmax_xent(net->dlogits, net->logits, y, N, K, m->label_smoothing, 1.0f);
     if (logits_out) memcpy(logits_out, net->logits, (size_t)N * K * sizeof *logits_out);
 
     zero_floats(m->grads, m->nparam_floats);
@@ -909,7 +909,8 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
         int Ca = ta->C, HWa = ta->H * ta->W;
         gap_forward(net->aux_feat, activations(m, net->aux_input, N), Ca, N, HWa);
         linear_forward(net->aux_logits, net->aux_feat, P(m, net->aux_w), P(m, net->aux_b), Ca, N, K);
-        loss += AUX_LOSS_WEIGHT * softmax_xent(net->daux_logits, net->aux_logits, y, N, K, AUX_LOSS_WEIGHT);
+        loss += AUX_LOSS_WEIGHT * softmax_xent(net->daux_logits, net->aux_logits, y, N, K, m->label_smoothing,
+                                               AUX_LOSS_WEIGHT);
         memset(net->daux_feat, 0, (size_t)Ca * N * sizeof *net->daux_feat);
         linear_backward(net->daux_feat, G(m, net->aux_w), G(m, net->aux_b), net->daux_logits, net->aux_feat,
                         P(m, net->aux_w), Ca, N, K);
@@ -946,8 +947,30 @@ size_t model_arena_floats(Model *m, int training, size_t *peak) {
     return net->arena_per_image;
 }
 
-void model_sgd(Model *m, float lr, float momentum, float weight_decay) {
+void model_ema_update(Model *m, double decay, uint64_t step) {
+    size_t np = m->nparam_floats, n = np + m->nbuffer_floats;
+    if (!m->ema) {
+        m->ema = xmalloc(n * sizeof *m->ema);
+        memcpy(m->ema, m->params, np * sizeof *m->ema);
+        memcpy(m->ema + np, m->buffers, m->nbuffer_floats * sizeof *m->ema);
+        return;
+    }
+    double warm = (1.0 + step) / (10.0 + step);
+    float d = (float)(decay < warm ? decay : warm), e = 1.0f - d;
+    float *ema = m->ema;
+    const float *w = m->params, *b = m->buffers;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) ema[i] = d * ema[i] + e * (i < np ? w[i] : b[i - np]);
+}
+
+void model_use_ema(Model *m) {
+    if (!m->ema) die("the checkpoint keeps no moving average of the weights (train with --ema)");
+    memcpy(m->params, m->ema, m->nparam_floats * sizeof *m->params);
+    memcpy(m->buffers, m->ema + m->nparam_floats, m->nbuffer_floats * sizeof *m->buffers);
+}
+
+void model_sgd(Model *m, float lr, float momentum, float weight_decay, int nesterov) {
     prof_push(PROF_OPTIMIZER);
-    sgd_update(m->params, m->grads, m->momentum, m->nparam_floats, lr, momentum, weight_decay);
+    sgd_update(m->params, m->grads, m->momentum, m->nparam_floats, lr, momentum, weight_decay, nesterov);
     prof_pop();
 }

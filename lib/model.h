@@ -41,11 +41,14 @@ typedef struct {
     BatchNorm *bns; int nbns;
     size_t nparam_floats, nbuffer_floats;
     float *params, *grads, *momentum, *buffers;   /* buffers: BN running statistics */
+    float *ema;               /* NULL, or [nparam_floats + nbuffer_floats]: the moving average
+                                 of params, then of the BN running statistics (--ema) */
     /* Data parallel: backward calls grads_ready(ctx, from) each time grads[from, end)
      * have become final (param order is forward order, so they finish from the end),
      * so that they can travel while the rest is still computed. */
     void (*grads_ready)(void *ctx, size_t from);
     void *grads_ready_ctx;
+    float label_smoothing;    /* training's loss: cross-entropy against (1 - s) one-hot + s/K */
     Net *net;
 } Model;
 
@@ -67,7 +70,8 @@ int model_find_param(const Model *m, const char *name);
 
 /* One training step's forward and backward on images x [N,3,32,32] (NCHW f32)
  * with labels y: fills grads (zeroed first) and returns the mean loss
- * (plus 0.4 * the auxiliary loss when aux is on). BN uses statistics of
+ * (plus 0.4 * the auxiliary loss when aux is on; both smoothed by
+ * label_smoothing). BN uses statistics of
  * groups of N/ghost_groups consecutive images; dropout draws per image from
  * (dropout_seed, keys[n]). logits_out [N, K] (may be NULL) receives the main logits. */
 double model_train_step(Model *m, const float *x, const int64_t *y, int N, int ghost_groups,
@@ -79,6 +83,13 @@ void model_eval(Model *m, const float *x, int N, float *logits);
 /* Floats per image of a step's arena as planned for training (1) or inference (0)
  * in the current precision; *peak: the most of it that is ever live at once. */
 size_t model_arena_floats(Model *m, int training, size_t *peak);
-/* SGD over every parameter. */
-void model_sgd(Model *m, float lr, float momentum, float weight_decay);
+/* After optimizer step `step` (1, 2, ...): ema = d*ema + (1-d)*(params, buffers) with
+ * d = min(decay, (1 + step) / (10 + step)), so that the early average forgets the
+ * initial weights fast. The first call starts the average from the weights. */
+void model_ema_update(Model *m, double decay, uint64_t step);
+/* Puts the moving average in place of the weights and statistics (to evaluate or
+ * export it); dies when the model keeps none. */
+void model_use_ema(Model *m);
+/* SGD over every parameter (PyTorch's, nesterov as its nesterov=True). */
+void model_sgd(Model *m, float lr, float momentum, float weight_decay, int nesterov);
 #endif

@@ -6,6 +6,7 @@
 int schedule_kind(const char *name) {
     if (!strcmp(name, "multistep")) return SCHED_MULTISTEP;
     if (!strcmp(name, "cosine")) return SCHED_COSINE;
+    if (!strcmp(name, "linear")) return SCHED_LINEAR;
     if (!strcmp(name, "constant")) return SCHED_CONSTANT;
     return -1;
 }
@@ -21,10 +22,11 @@ double schedule_lr(const Schedule *s, uint64_t it) {
         for (int i = 0; i < s->nmilestones; i++) if (epoch >= s->milestones[i]) lr *= s->gamma;
         return lr;
     }
-    case SCHED_COSINE: {
+    case SCHED_COSINE:
+    case SCHED_LINEAR: {        /* t: the share of the steps after the warm-up that went by */
         double total = s->epochs * spe - warm, t = total > 0 ? (it - warm) / total : 1.0;
         if (t > 1) t = 1;
-        return s->base_lr * 0.5 * (1.0 + cos(M_PI * t));
+        return s->base_lr * (s->kind == SCHED_COSINE ? 0.5 * (1.0 + cos(M_PI * t)) : 1.0 - t);
     }
     default:
         return s->base_lr;

@@ -120,3 +120,36 @@ PYEOF
     assert_one_line_error augment
     [ ! -e "$T/g.tz" ]
 }
+
+@test "Cutout: one square of the mean colour per image, clipped at the borders, centred anywhere; the crops as without it" {
+    augment --cutout 16 --seed 5 "$T/in.tz" -o "$T/out.tz"
+    augment --cutout 16 --crop 4 --flip --seed 5 "$T/in.tz" -o "$T/both.tz"
+    augment --crop 4 --flip --seed 5 "$T/in.tz" -o "$T/geo.tz"
+    augment --cutout 16 --normalize cifar10 --seed 5 "$T/in.tz" -o "$T/norm.tz"
+    for f in out both geo norm; do tensor export x -o "$T/$f.npy" "$T/$f.tz"; done
+    "$PY" - "$T" <<'PYEOF'
+import sys, numpy as np
+d = sys.argv[1]
+a, b = np.load(d + "/in.npy"), np.load(d + "/out.npy")
+mean = np.array([125, 123, 114], np.uint8)       # round(255 * CIFAR-10's mean)
+clipped = 0
+for i in range(len(a)):
+    filled = (b[i] == mean[:, None, None]).all(0)
+    changed = (a[i] != b[i]).any(0)
+    assert not (changed & ~filled).any(), i      # only the square changes
+    ys, xs = np.nonzero(changed)
+    h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+    assert h <= 16 and w <= 16, (i, h, w)        # one square of side 16 at most
+    clipped += h < 16 or w < 16
+assert 0 < clipped < len(a), clipped             # some squares cut by a border, not all
+# with crop and flip too: outside the square, exactly the crop and flip alone
+g, c = np.load(d + "/geo.npy"), np.load(d + "/both.npy")
+same = (g == c).all(1)
+assert same.mean() > 0.7 and same.mean() < 1, same.mean()
+# normalised: 0 in the square, exactly
+n = np.load(d + "/norm.npy")
+assert ((n == 0).all(1).sum((1, 2)) >= 64).all()
+PYEOF
+    run augment --cutout 0 "$T/in.tz"
+    assert_failure 2
+}

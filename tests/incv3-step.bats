@@ -129,3 +129,94 @@ PYEOF
         assert_one_line_error incv3-step
     done
 }
+
+@test "recipe options: label smoothing, Nesterov, linear schedule and a moving average resume exactly and change the weights" {
+    cifar-decode -b 16 --limit 64 "$TRAIN" -o "$T/all.tz"
+    cifar-decode -b 16 --limit 32 "$TRAIN" -o "$T/half.tz"
+    opts=(--width 0.0625 --epochs 1 --steps-per-epoch 4 --warmup 0.5 --log /dev/null)
+    recipe=(--ema 0.9 --label-smoothing 0.1 --nesterov --schedule linear)
+    incv3-step -c "$T/plain.ckpt" "${opts[@]}" "$T/all.tz"
+    incv3-step -c "$T/whole.ckpt" "${opts[@]}" "${recipe[@]}" "$T/all.tz"
+    # two halves: the second run skips the two batches the checkpoint has trained
+    incv3-step -c "$T/resumed.ckpt" "${opts[@]}" "${recipe[@]}" "$T/half.tz"
+    incv3-step -c "$T/resumed.ckpt" "${opts[@]}" "${recipe[@]}" "$T/all.tz"
+    [ "$(digest "$T/whole.ckpt")" = "$(digest "$T/resumed.ckpt")" ]
+    incv3-ckpt export --ema-weights "$T/whole.ckpt" "$T/w.st"
+    incv3-ckpt export --ema-weights "$T/resumed.ckpt" "$T/r.st"
+    cmp "$T/w.st" "$T/r.st"
+    [ "$(digest "$T/plain.ckpt")" != "$(digest "$T/whole.ckpt")" ]
+    ! cmp -s "$T/w.st" "$T/digest.st"
+    run incv3-ckpt info "$T/whole.ckpt"
+    assert_line "ema 1"
+    run incv3-ckpt info "$T/plain.ckpt"
+    assert_line "ema 0"
+    # each option alone moves the weights
+    for opt in "--label-smoothing 0.1" "--nesterov" "--schedule linear"; do
+        incv3-step -c "$T/one.ckpt" "${opts[@]}" $opt "$T/all.tz"
+        [ "$(digest "$T/one.ckpt")" != "$(digest "$T/plain.ckpt")" ] || fail "$opt changed nothing"
+        rm "$T/one.ckpt"
+    done
+}
+
+@test "--eval --ema-weights evaluates the moving average, as its export does; without one it is an error" {
+    cifar-decode -b 16 --limit 64 "$TRAIN" -o "$T/all.tz"
+    cifar-decode -b 32 --limit 32 "$SAMPLE/test_batch.bin.zst" -o "$T/test.tz"
+    incv3-step -c "$T/m.ckpt" --width 0.0625 --ema 0.5 --log /dev/null "$T/all.tz"
+    incv3-step --eval -c "$T/m.ckpt" --ema-weights "$T/test.tz" -o "$T/ema.tz"
+    incv3-step --eval -c "$T/m.ckpt" "$T/test.tz" -o "$T/raw.tz"
+    incv3-ckpt export --ema-weights "$T/m.ckpt" "$T/ema.st"
+    incv3-ckpt import "$T/ema.st" -o "$T/from-ema.ckpt"
+    incv3-step --eval -c "$T/from-ema.ckpt" "$T/test.tz" -o "$T/imported.tz"
+    tensor export logits -o "$T/a.npy" "$T/ema.tz"
+    tensor export logits -o "$T/b.npy" "$T/imported.tz"
+    tensor export logits -o "$T/c.npy" "$T/raw.tz"
+    "$PY" -c "
+import numpy as np
+a, b, c = (np.load('$T/%s.npy' % k) for k in 'abc')
+assert (a == b).all(), 'the average differs from its export'
+assert np.abs(a - c).max() > 1e-4, 'the average is the raw weights'"
+    incv3-ckpt init --width 0.0625 -o "$T/none.ckpt"
+    run incv3-step --eval -c "$T/none.ckpt" --ema-weights "$T/test.tz" -o "$T/x.tz"
+    assert_failure 1
+    assert_output --partial "keeps no moving average"
+    [ ! -e "$T/x.tz" ]
+    run incv3-step -c "$T/m.ckpt" --ema-weights "$T/all.tz"
+    assert_failure 2
+    run incv3-step -c "$T/m.ckpt" --ema 1 "$T/all.tz"
+    assert_failure 2
+    run incv3-step --eval -c "$T/m.ckpt" --tta mirror "$T/test.tz"
+    assert_failure 2
+}
+
+@test "--tta flip: the mean of the logits of each image and of its mirror" {
+    cifar-decode -b 16 --limit 64 "$TRAIN" | incv3-step -c "$T/m.ckpt" --width 0.0625 --log /dev/null
+    cifar-decode -b 8 --limit 16 "$SAMPLE/test_batch.bin.zst" -o "$T/test.tz"
+    "$PY" - "$T/test.tz" "$T/mirror.tz" <<'PYEOF'
+import sys
+sys.path.insert(0, "tests/helpers")
+import numpy as np
+from streams import DT, decompressed, parse, record
+out = b""
+for name, dtype, dims, whole, payload in parse(decompressed(sys.argv[1])):
+    if name == "x":
+        x = np.frombuffer(payload, DT[dtype]).reshape(dims)
+        whole = record("x", np.ascontiguousarray(x[..., ::-1]))
+    out += whole
+open(sys.argv[2], "wb").write(out)
+PYEOF
+    incv3-step --eval -c "$T/m.ckpt" "$T/test.tz" -o "$T/plain.tz"
+    incv3-step --eval -c "$T/m.ckpt" "$T/mirror.tz" -o "$T/mirrored.tz"
+    incv3-step --eval -c "$T/m.ckpt" --tta flip "$T/test.tz" -o "$T/tta.tz"
+    for k in 0 1; do
+        tensor export logits -i $k -o "$T/p$k.npy" "$T/plain.tz"
+        tensor export logits -i $k -o "$T/m$k.npy" "$T/mirrored.tz"
+        tensor export logits -i $k -o "$T/t$k.npy" "$T/tta.tz"
+    done
+    "$PY" -c "
+import numpy as np
+for k in (0, 1):
+    p, m, t = (np.load('$T/%s%d.npy' % (s, k)) for s in 'pmt')
+    want = np.float32(0.5) * (p + m)
+    assert np.abs(t - want).max() <= 1e-6 * np.abs(want).max(), np.abs(t - want).max()
+    assert np.abs(t - p).max() > 1e-3 * np.abs(p).max(), 'a mirror gave the same logits'"
+}

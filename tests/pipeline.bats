@@ -139,3 +139,27 @@ weights() { incv3-ckpt export "$1" "$2"; }
     train "${tiny[@]}" --epochs 1 --run "$T/ft" --init "$T/c100.safetensors" --reinit-classifier
     grep -q '"event":"epoch","epoch":0' "$T/ft/log.jsonl"
 }
+
+@test "recipe options reach their stages: Cutout in augment, the step's options, the average and flip TTA in evaluation" {
+    opts=(--epochs 2 --schedule linear --warmup 0.5 --nesterov --label-smoothing 0.1 --ema 0.9 --tta flip --cutout 8)
+    train "${tiny[@]}" "${opts[@]}" --run "$T/run" 2> /dev/null
+    run incv3-ckpt info "$T/run/last.ckpt"
+    assert_line "ema 1"
+    # the linear schedule ends near 0 (16 steps: the last lr is 1/12 of the peak)
+    last_lr=$(grep '"event":"step"' "$T/run/log.jsonl" | tail -n 1 | sed 's/.*"lr":\([0-9.e-]*\).*/\1/')
+    awk -v l="$last_lr" 'BEGIN { exit !(l > 0 && l < 0.01) }' || fail "last lr $last_lr"
+    # the epoch's accuracy is that of the average with flip TTA
+    cifar-decode -b 500 --limit 100 "$SAMPLE/test_batch.bin.zst" \
+        | incv3-step --eval -c "$T/run/last.ckpt" --ema-weights --tta flip | evaluate --json > "$T/by-hand.json"
+    want=$(sed 's/.*"top1":\([0-9.]*\).*/\1/' "$T/by-hand.json")
+    run grep "\"event\":\"epoch\",\"epoch\":1,\"test_accuracy\":$want," "$T/run/log.jsonl"
+    assert_success
+    # Cutout adds to the default augmentation only
+    run train "${tiny[@]}" --cutout 8 --augment cat --run "$T/r2"
+    assert_failure 2
+    for bad in "--ema 1" "--label-smoothing 2" "--tta mirror" "--cutout 0" "--schedule onecycle"; do
+        run train "${tiny[@]}" $bad --run "$T/r2"
+        assert_failure 2
+        assert_one_line_error train
+    done
+}

@@ -1,4 +1,4 @@
-/* augment - stream filter on x: random crop, flip, rotation, normalisation. */
+/* augment - stream filter on x: random crop, flip, rotation, Cutout, normalisation. */
 #include "stream.h"
 #include "util.h"
 #include "augment.h"
@@ -13,20 +13,23 @@ static const char USAGE[] =
     "      --crop P           random crop with P pixels of zero padding (default 0)\n"
     "      --flip             random horizontal flip with probability 1/2\n"
     "      --rotate DEG       random rotation in [-DEG, DEG] degrees, nearest, fill 0\n"
+    "      --cutout S         Cutout: an SxS square centred on a random pixel (clipped at\n"
+    "                         the borders) set to the mean colour (0 once normalised)\n"
     "      --normalize SPEC   to f32: 'cifar10', or 'M,M,M/S,S,S' (x/255 - mean) / std\n"
     "      --seed S, --epoch E (defaults 0)\n"
     "  -o, --output FILE      write to FILE atomically (default stdout)\n"
     "      --level L          zstd level (default 1)   --raw  uncompressed output\n"
     "  -h, --help             --version\n";
 
-enum { OPT_CROP = 256, OPT_FLIP, OPT_ROTATE, OPT_NORM, OPT_SEED, OPT_EPOCH, OPT_LEVEL, OPT_RAW,
-       OPT_VERSION };
+enum { OPT_CROP = 256, OPT_FLIP, OPT_ROTATE, OPT_CUTOUT, OPT_NORM, OPT_SEED, OPT_EPOCH, OPT_LEVEL,
+       OPT_RAW, OPT_VERSION };
 
 int main(int argc, char **argv) {
     tool_init("augment", argc, argv);
     static const struct option longopts[] = {
         { "crop", required_argument, 0, OPT_CROP }, { "flip", no_argument, 0, OPT_FLIP },
         { "rotate", required_argument, 0, OPT_ROTATE }, { "normalize", required_argument, 0, OPT_NORM },
+        { "cutout", required_argument, 0, OPT_CUTOUT },
         { "seed", required_argument, 0, OPT_SEED }, { "epoch", required_argument, 0, OPT_EPOCH },
         { "output", required_argument, 0, 'o' }, { "level", required_argument, 0, OPT_LEVEL },
         { "raw", no_argument, 0, OPT_RAW }, { "help", no_argument, 0, 'h' },
@@ -40,6 +43,7 @@ int main(int argc, char **argv) {
         case OPT_CROP: spec.crop = (int)parse_ll("--crop", optarg, 0, 64); break;
         case OPT_FLIP: spec.flip = 1; break;
         case OPT_ROTATE: spec.rotate_deg = parse_double("--rotate", optarg, 0, 180); break;
+        case OPT_CUTOUT: spec.cutout = (int)parse_ll("--cutout", optarg, 1, 4096); break;
         case OPT_NORM: parse_normalize("--normalize", optarg, &spec.norm); break;
         case OPT_SEED: spec.seed = (uint64_t)parse_ll("--seed", optarg, 0, INT64_MAX); break;
         case OPT_EPOCH: spec.epoch = (uint64_t)parse_ll("--epoch", optarg, 0, INT64_MAX); break;

@@ -7,11 +7,12 @@
 static const char USAGE[] =
     "usage: incv3-ckpt info CKPT\n"
     "       incv3-ckpt init -o CKPT [--classes K] [--width W] [--aux] [--seed S]\n"
-    "       incv3-ckpt export CKPT OUT.safetensors\n"
+    "       incv3-ckpt export [--ema-weights] CKPT OUT.safetensors\n"
     "       incv3-ckpt import IN.safetensors -o CKPT [--width W] [--classes K --reinit-classifier] [--seed S]\n"
-    "info: the model's options, step and parameter count.\n"
+    "info: the model's options, step, parameter count, and whether it keeps a moving average.\n"
     "init: a new checkpoint initialised as PyTorch would (seeded).\n"
-    "export: parameters and BN buffers with PyTorch state_dict names.\n"
+    "export: parameters and BN buffers with PyTorch state_dict names (--ema-weights: their\n"
+    "  moving average, of a checkpoint trained with --ema).\n"
     "import: a PyTorch state_dict saved as safetensors (strict: every tensor, no extra);\n"
     "  classes from linear.weight, aux from AuxLogits.*, width from the file's metadata\n"
     "  or --width. --reinit-classifier starts linear (and AuxLogits.fc) afresh for K classes.\n";
@@ -26,11 +27,12 @@ int main(int argc, char **argv) {
     static const struct option longopts[] = {
         { "output", required_argument, 0, 'o' }, { "classes", required_argument, 0, 'k' },
         { "width", required_argument, 0, 'w' }, { "aux", no_argument, 0, 'a' },
-        { "seed", required_argument, 0, 's' }, { "reinit-classifier", no_argument, 0, 'r' }, { 0 } };
+        { "seed", required_argument, 0, 's' }, { "reinit-classifier", no_argument, 0, 'r' },
+        { "ema-weights", no_argument, 0, 'e' }, { 0 } };
     const char *out = NULL;
     ModelConfig cfg = { 10, 1.0, 0, 0.5f };
     double width = 0;
-    int reinit = 0, classes_set = 0, c;
+    int reinit = 0, classes_set = 0, ema = 0, c;
     uint64_t seed = 0;
     optind = 2;
     while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
@@ -41,18 +43,20 @@ int main(int argc, char **argv) {
         case 'a': cfg.aux = 1; break;
         case 's': seed = (uint64_t)parse_ll("--seed", optarg, 0, INT64_MAX); break;
         case 'r': reinit = 1; break;
+        case 'e': ema = 1; break;
         default: bad_option(argv);
         }
     }
     int nargs = argc - optind;
     char **args = argv + optind;
     TrainState st = { 0, seed };
+    if (ema && strcmp(cmd, "export")) usage_die("--ema-weights is for export");
     if (!strcmp(cmd, "info")) {
         if (nargs != 1) usage_die("info: one checkpoint");
         Model *m = checkpoint_load(args[0], &st);
-        printf("classes %d\nwidth %g\naux %d\nstep %llu\nseed %llu\nparameters %zu\nbatchnorms %d\n",
+        printf("classes %d\nwidth %g\naux %d\nstep %llu\nseed %llu\nparameters %zu\nbatchnorms %d\nema %d\n",
                m->cfg.classes, m->cfg.width, m->cfg.aux, (unsigned long long)st.step,
-               (unsigned long long)st.seed, m->nparam_floats, m->nbns);
+               (unsigned long long)st.seed, m->nparam_floats, m->nbns, m->ema != NULL);
         model_free(m);
     } else if (!strcmp(cmd, "init")) {
         if (nargs || !out) usage_die("init: -o CKPT and no other arguments");
@@ -63,6 +67,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "export")) {
         if (nargs != 2) usage_die("export: CKPT and OUT.safetensors");
         Model *m = checkpoint_load(args[0], &st);
+        if (ema) model_use_ema(m);
         safetensors_export(args[1], m);
         model_free(m);
     } else if (!strcmp(cmd, "import")) {

@@ -22,11 +22,15 @@ static const char USAGE[] =
     "      --init FILE         initialise from a safetensors state_dict (PyTorch names)\n"
     "      --reinit-classifier re-initialise linear (and AuxLogits.fc) for --classes\n"
     "      --classes K (10)  --width W (1)  --aux  --seed S (0)   for a new model\n"
-    "      --lr LR (0.1)  --momentum M (0.9)  --weight-decay WD (5e-4)\n"
-    "      --schedule multistep|cosine|constant (multistep)  --warmup EPOCHS (1)\n"
-    "      --milestones E,E,.. (30,60,80)  --gamma G (0.2)  --epochs E (50, cosine horizon)\n"
+    "      --lr LR (0.1)  --momentum M (0.9)  --weight-decay WD (5e-4)  --nesterov\n"
+    "      --schedule multistep|cosine|linear|constant (multistep)  --warmup EPOCHS (1)\n"
+    "      --milestones E,E,.. (30,60,80)  --gamma G (0.2)  --epochs E (50, where cosine\n"
+    "                              and linear reach 0)\n"
     "      --steps-per-epoch N     default: the batches count of the stream's meta record\n"
     "      --ghost-batch B         batch-norm statistics per group of B images\n"
+    "      --label-smoothing S     cross-entropy against (1 - S) one-hot + S/K (0)\n"
+    "      --ema DECAY             keep an exponential moving average of the weights and\n"
+    "                              BN statistics in the checkpoint (decay min(DECAY, (1+t)/(10+t)))\n"
     "      --normalize SPEC        for u8 images (default cifar10)\n"
     "      --exchange OUT,IN       data parallel: gradients to OUT, their mean from IN\n"
     "      --bucket-mb S           gradients travel in buckets of S MB while backward runs\n"
@@ -39,20 +43,23 @@ static const char USAGE[] =
     "                              accumulation, weights and the rest (fp32)\n"
     "      --profile               log where the time went, by layer kind, at the end\n"
     "      --eval                  forward only: emit logits [B,K] with y and idx passed on\n"
+    "      --ema-weights           with --eval: the checkpoint's moving average of the weights\n"
+    "      --tta flip              with --eval: the mean of the logits of each image and its mirror\n"
     "  -o, --output FILE  --level L  --raw    stream output options of --eval\n"
     "  -h, --help  --version\n";
 
 enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OPT_LR, OPT_MOM,
        OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
        OPT_EXCH, OPT_BUCKET, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
-       OPT_RAW, OPT_PROFILE, OPT_AUTOCAST, OPT_VERSION };
+       OPT_RAW, OPT_PROFILE, OPT_AUTOCAST, OPT_NESTEROV, OPT_SMOOTH, OPT_EMA, OPT_EMA_WEIGHTS, OPT_TTA, OPT_VERSION };
 
 typedef struct {
     const char *ckpt, *init, *log, *out_path, *exchange;
-    int reinit, eval, no_save, quiet, raw, level, threads, bf16;
+    int reinit, eval, no_save, quiet, raw, level, threads, bf16, nesterov, use_ema, tta_flip;
+    /* use_ema: evaluate the moving average; ema_decay > 0: keep one in training */
     ModelConfig cfg;
     uint64_t seed;
-    double momentum, wd, bucket_mb;
+    double momentum, wd, bucket_mb, label_smoothing, ema_decay;
     Schedule sched;
     long long ghost, save_every;
     Normalize norm;
@@ -76,6 +83,9 @@ static void parse_options(int argc, char **argv, Options *o) {
         { "eval", no_argument, 0, OPT_EVAL }, { "output", required_argument, 0, 'o' },
         { "level", required_argument, 0, OPT_LEVEL }, { "raw", no_argument, 0, OPT_RAW },
         { "profile", no_argument, 0, OPT_PROFILE }, { "autocast", required_argument, 0, OPT_AUTOCAST },
+        { "nesterov", no_argument, 0, OPT_NESTEROV }, { "label-smoothing", required_argument, 0, OPT_SMOOTH },
+        { "ema", required_argument, 0, OPT_EMA }, { "ema-weights", no_argument, 0, OPT_EMA_WEIGHTS },
+        { "tta", required_argument, 0, OPT_TTA },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
     *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4, .bucket_mb = 4,
                     .sched = { SCHED_MULTISTEP, 0.1, 0.2, 1.0, 3, { 30, 60, 80 }, 50, 0 },
@@ -96,7 +106,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         case OPT_WD: o->wd = parse_double("--weight-decay", optarg, 0, 1); break;
         case OPT_SCHED:
             if ((o->sched.kind = schedule_kind(optarg)) < 0)
-                usage_die("--schedule: '%s' is not multistep, cosine or constant", optarg);
+                usage_die("--schedule: '%s' is not multistep, cosine, linear or constant", optarg);
             break;
         case OPT_WARM: o->sched.warmup_epochs = parse_double("--warmup", optarg, 0, 1e6); break;
         case OPT_MILES: o->sched.nmilestones = parse_double_list("--milestones", optarg, o->sched.milestones, 16); break;
@@ -123,6 +133,14 @@ static void parse_options(int argc, char **argv, Options *o) {
             o->bf16 = !strcmp(optarg, "bf16");
             break;
         case 'h': print_help(USAGE);
+        case OPT_NESTEROV: o->nesterov = 1; break;
+        case OPT_SMOOTH: o->label_smoothing = parse_double("--label-smoothing", optarg, 0, 1); break;
+        case OPT_EMA: o->ema_decay = parse_double("--ema", optarg, 0, 1); break;
+        case OPT_EMA_WEIGHTS: o->use_ema = 1; break;
+        case OPT_TTA:
+            if (strcmp(optarg, "flip")) usage_die("--tta: '%s' is not flip", optarg);
+            o->tta_flip = 1;
+            break;
         case OPT_VERSION: print_version();
         default: bad_option(argv);
         }
@@ -131,6 +149,9 @@ static void parse_options(int argc, char **argv, Options *o) {
     if (argc - optind > 1) usage_die("at most one input file (see --help)");
     if (o->reinit && !o->init) usage_die("--reinit-classifier needs --init");
     if (o->eval && (o->exchange || o->init)) usage_die("--eval takes neither --exchange nor --init");
+    if (o->eval && o->ema_decay) usage_die("--ema is for training; --eval --ema-weights evaluates the average");
+    if (o->ema_decay >= 1) usage_die("--ema: the decay must be below 1 (e.g. 0.999)");
+    if (!o->eval && (o->use_ema || o->tta_flip)) usage_die("--ema-weights and --tta are for --eval");
 }
 
 /* The batch being assembled from the stream: x then y (idx optional). */
@@ -231,6 +252,7 @@ static void open_run(Run *r, int argc, char **argv) {
     if (access(o->ckpt, F_OK) == 0) {
         r->m = checkpoint_load(o->ckpt, &r->st);
         if (o->init) usage_die("--init: %s exists already; remove it to start from %s", o->ckpt, o->init);
+        if (o->use_ema) model_use_ema(r->m);
     } else if (o->eval) {
         die("cannot open checkpoint %s: %s", o->ckpt, strerror(errno));
     } else if (o->init) {
@@ -239,6 +261,7 @@ static void open_run(Run *r, int argc, char **argv) {
         r->m = model_create(&o->cfg);
         model_init(r->m, o->seed);
     }
+    r->m->label_smoothing = (float)o->label_smoothing;
     r->in = sr_open_path(optind < argc ? argv[optind] : "-");
     r->log = stdout;
     if (o->eval) output_open(&r->out, o->out_path, o->raw, o->level);
@@ -293,9 +316,23 @@ static int read_batch(Run *r, Batch *b) {
     }
 }
 
+/* images [N, 3, 32, 32] mirrored left to right */
+static void flip_images(float *dst, const float *src, int N) {
+    for (int row = 0; row < N * 3 * 32; row++)
+        for (int x = 0; x < 32; x++) dst[row * 32 + x] = src[row * 32 + 31 - x];
+}
+
 static void eval_batch(Run *r, Batch *b, int N) {
     int K = r->m->cfg.classes;
     model_eval(r->m, b->xf, N, r->logits);
+    if (r->o.tta_flip) {        /* the mean of the logits of each image and its mirror */
+        float *flipped = xmalloc((size_t)N * 3 * 1024 * sizeof *flipped);
+        float *mirror_logits = xmalloc((size_t)N * K * sizeof *mirror_logits);
+        flip_images(flipped, b->xf, N);
+        model_eval(r->m, flipped, N, mirror_logits);
+        for (size_t i = 0; i < (size_t)N * K; i++) r->logits[i] = 0.5f * (r->logits[i] + mirror_logits[i]);
+        free(flipped); free(mirror_logits);
+    }
     if (b->have_idx) sw_write_record(r->out.w, &b->idx);
     sw_write(r->out.w, "logits", DT_F32, 2, (int64_t[]){ N, K }, r->logits);
     sw_write_record(r->out.w, &b->y);
@@ -337,8 +374,9 @@ static void train_batch(Run *r, Batch *b, int N) {
         die("step %llu: loss is %s; stopping, %s keeps its last good state",
             (unsigned long long)r->st.step + 1, isnan(metrics[0]) ? "NaN" : "infinite", o->ckpt);
     double lr = schedule_lr(&o->sched, r->st.step);
-    model_sgd(r->m, (float)lr, (float)o->momentum, (float)o->wd);
+    model_sgd(r->m, (float)lr, (float)o->momentum, (float)o->wd, o->nesterov);
     r->st.step++; r->trained++; r->images += N;
+    if (o->ema_decay > 0) model_ema_update(r->m, o->ema_decay, r->st.step);
     r->loss_sum += metrics[0];
     r->correct_sum += (uint64_t)llround(metrics[1] * N);
     log_step(r, metrics, lr, N, now_seconds() - t0);

@@ -11,25 +11,25 @@
 static Record recs[4096];
 static int nrecs;
 
-static void fixture_read(const char *path) {
+static inline void fixture_read(const char *path) {
     StreamReader *in = sr_open_path(path);
     while (nrecs < 4096 && sr_next(in, &recs[nrecs])) nrecs++;
     sr_close(in);
 }
 
-static const Record *fx(const char *name) {
+static inline const Record *fx(const char *name) {
     for (int i = 0; i < nrecs; i++) if (!strcmp(recs[i].name, name)) return &recs[i];
     fprintf(stderr, "fixture lacks %s\n", name);
     exit(1);
 }
 
-static int cmp_double(const void *a, const void *b) {
+static inline int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
 /* Parameters and running statistics from the fixture's state `prefix` (init, step1, ...). */
-static void load_state(Model *m, const char *prefix) {
+static inline void load_state(Model *m, const char *prefix) {
     char n[160];
     for (int i = 0; i < m->nparams; i++) {
         snprintf(n, sizeof n, "%s.%s", prefix, m->pinfo[i].name);

@@ -256,22 +256,26 @@ static void check_head(void) {
     fd_check(&c, k.in, din, 180, "global avgpool + linear d(input)");
     fd_check(&c, k.w, dw, 35, "linear d(weight)");
     fd_check(&c, k.b, db, 7, "linear d(bias)");
-    /* cross-entropy: the loss itself is the scalar */
+    /* cross-entropy, plain and label-smoothed: the loss itself is the scalar */
     float *dl = zeros(nout);
     head_fwd(&c);
-    softmax_xent(dl, c.out, y, 4, 7, 1.0f);
-    double worst = 0, gmax = 1e-6;
-    for (size_t i = 0; i < nout; i++) if (fabs(dl[i]) > gmax) gmax = fabs(dl[i]);
-    for (size_t i = 0; i < nout; i++) {
-        float keep = c.out[i];
-        c.out[i] = keep + EPS; double lp = softmax_xent(NULL, c.out, y, 4, 7, 1.0f);
-        c.out[i] = keep - EPS; double lm = softmax_xent(NULL, c.out, y, 4, 7, 1.0f);
-        c.out[i] = keep;
-        double d = fabs((lp - lm) / (2 * EPS) - dl[i]) / gmax;
-        if (d > worst) worst = d;
+    for (int s = 0; s < 2; s++) {
+        float smoothing = s ? 0.2f : 0.0f;
+        softmax_xent(dl, c.out, y, 4, 7, smoothing, 1.0f);
+        double worst = 0, gmax = 1e-6;
+        for (size_t i = 0; i < nout; i++) if (fabs(dl[i]) > gmax) gmax = fabs(dl[i]);
+        for (size_t i = 0; i < nout; i++) {
+            float keep = c.out[i];
+            c.out[i] = keep + EPS; double lp = softmax_xent(NULL, c.out, y, 4, 7, smoothing, 1.0f);
+            c.out[i] = keep - EPS; double lm = softmax_xent(NULL, c.out, y, 4, 7, smoothing, 1.0f);
+            c.out[i] = keep;
+            double d = fabs((lp - lm) / (2 * EPS) - dl[i]) / gmax;
+            if (d > worst) worst = d;
+        }
+        CHECK(worst < TOL, "softmax cross-entropy (smoothing %g) differs by %.3g", smoothing, worst);
+        printf("%-40s worst %.2e\n", s ? "smoothed (0.2) cross-entropy d(logits)" : "softmax cross-entropy d(logits)",
+               worst);
     }
-    CHECK(worst < TOL, "softmax cross-entropy differs by %.3g", worst);
-    printf("%-40s worst %.2e\n", "softmax cross-entropy d(logits)", worst);
     free(k.in); free(k.feat); free(k.w); free(k.b); free(c.out); free(c.r);
     free(din); free(dfeat); free(dw); free(db); free(dl);
 }
@@ -300,7 +304,7 @@ static void check_dropout_sgd(void) {
     for (int c = 0; c < 100; c++) same &= m7[c] == mask[c * 10 + 7];
     CHECK(same, "dropout mask of an image does not depend on its batch");
     float w[2] = { 1.0f, -2.0f }, g[2] = { 0.5f, 0.25f }, buf[2] = { 0.1f, 0.0f };
-    sgd_update(w, g, buf, 2, 0.1f, 0.9f, 0.01f);
+    sgd_update(w, g, buf, 2, 0.1f, 0.9f, 0.01f, 0);
     /* buf = 0.9*0.1 + (0.5 + 0.01*1) = 0.6; w = 1 - 0.06 */
     CHECK(fabsf(buf[0] - 0.6f) < 1e-6f && fabsf(w[0] - 0.94f) < 1e-6f, "sgd step 0: %g %g", buf[0], w[0]);
     /* buf = 0 + (0.25 - 0.02) = 0.23; w = -2 - 0.023 */
