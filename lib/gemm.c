@@ -64,6 +64,22 @@ static int cpu_has_bf16(void) {
     return has;
 }
 
+const char *gemm_openblas_core(void) { return openblas_get_corename(); }
+
+const char *gemm_onednn_isa(void) {
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+
 /* oneDNN's view: the CPU's, narrowed by ONEDNN_MAX_CPU_ISA if set. */
 int gemm_bf16_supported(void) {
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();

@@ -23,6 +23,10 @@ void gemm(GemmKind kind, GemmPass pass, int trans_a, int trans_b, int64_t M, int
 void gemm_on(GemmEngine engine, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* The kernels the GEMMs run on, as a result records them: OpenBLAS's core type and
+ * oneDNN's instruction set (the CPU's, narrowed by ONEDNN_MAX_CPU_ISA). */
+const char *gemm_openblas_core(void);
+const char *gemm_onednn_isa(void);
 /* Whether this CPU has bf16 dot products (AVX512_BF16), which ENGINE_ONEDNN_BF16 needs. */
 int gemm_bf16_supported(void);
 /* Autocast: GEMMs whose kind is safe and faster in bf16 take bf16 inputs and

@@ -42,6 +42,7 @@ static const char USAGE[] =
     "      --autocast bf16|fp32    bf16 inputs to the large convolution GEMMs, fp32\n"
     "                              accumulation, weights and the rest (fp32)\n"
     "      --profile               log where the time went, by layer kind, at the end\n"
+    "      --kernels               print the kernels the GEMMs run (one JSON line) and exit\n"
     "      --eval                  forward only: emit logits [B,K] with y and idx passed on\n"
     "      --ema-weights           with --eval: the checkpoint's moving average of the weights\n"
     "      --tta flip              with --eval: the mean of the logits of each image and its mirror\n"
@@ -51,7 +52,8 @@ static const char USAGE[] =
 enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OPT_LR, OPT_MOM,
        OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
        OPT_EXCH, OPT_BUCKET, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
-       OPT_RAW, OPT_PROFILE, OPT_AUTOCAST, OPT_NESTEROV, OPT_SMOOTH, OPT_EMA, OPT_EMA_WEIGHTS, OPT_TTA, OPT_VERSION };
+       OPT_RAW, OPT_PROFILE, OPT_AUTOCAST, OPT_NESTEROV, OPT_SMOOTH, OPT_EMA, OPT_EMA_WEIGHTS, OPT_TTA, OPT_KERNELS,
+       OPT_VERSION };
 
 typedef struct {
     const char *ckpt, *init, *log, *out_path, *exchange;
@@ -85,7 +87,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         { "profile", no_argument, 0, OPT_PROFILE }, { "autocast", required_argument, 0, OPT_AUTOCAST },
         { "nesterov", no_argument, 0, OPT_NESTEROV }, { "label-smoothing", required_argument, 0, OPT_SMOOTH },
         { "ema", required_argument, 0, OPT_EMA }, { "ema-weights", no_argument, 0, OPT_EMA_WEIGHTS },
-        { "tta", required_argument, 0, OPT_TTA },
+        { "tta", required_argument, 0, OPT_TTA }, { "kernels", no_argument, 0, OPT_KERNELS },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
     *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4, .bucket_mb = 4,
                     .sched = { SCHED_MULTISTEP, 0.1, 0.2, 1.0, 3, { 30, 60, 80 }, 50, 0 },
@@ -141,6 +143,11 @@ static void parse_options(int argc, char **argv, Options *o) {
             if (strcmp(optarg, "flip")) usage_die("--tta: '%s' is not flip", optarg);
             o->tta_flip = 1;
             break;
+        case OPT_KERNELS:
+            printf("{\"openblas_core\":\"%s\",\"openblas_coretype\":\"%s\",\"onednn_isa\":\"%s\","
+                   "\"bf16\":%d}\n", gemm_openblas_core(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "",
+                   gemm_onednn_isa(), gemm_bf16_supported());
+            exit(0);
         case OPT_VERSION: print_version();
         default: bad_option(argv);
         }
