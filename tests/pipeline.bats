@@ -24,6 +24,14 @@ weights() { incv3-ckpt export "$1" "$2"; }
     assert_line --regexp "accuracy.png: +PNG image data, 800 x 500"
     run incv3-ckpt info "$T/run/last.ckpt"
     assert_line "step 16"
+    # what a replay needs: the command, the seed and the kernels; each epoch's wall time
+    run grep -c '"event":"run","command":"train --data .*","seed":0,.*"kernels":{"openblas_core":"[A-Za-z0-9]*",.*"onednn_isa":"[a-z0-9_]*"' "$T/run/log.jsonl"
+    assert_output 1
+    run "$ROOT/bench/time-to-accuracy" "$T/run" "$T/tta.png"
+    assert_success
+    assert_line --regexp '^\| 2 \| 0h[0-9]{2}m[0-9]{2}s \| [0-9.]+ \| [0-9.]+ \|$'
+    run file "$T/tta.png"
+    assert_output --partial "PNG image data"
     # the same command again has nothing left to do
     cp "$T/run/log.jsonl" "$T/log.before"
     train "${tiny[@]}" --epochs 2 --run "$T/run"
