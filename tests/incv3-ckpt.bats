@@ -40,18 +40,11 @@ setup() {
     incv3-ckpt init --width 0.25 --aux --seed 1 -o "$T/m.ckpt"
     incv3-ckpt export "$T/m.ckpt" "$T/m.safetensors"
     run "$PY" - "$T/m.safetensors" <<'PYEOF'
-import sys, json, struct, torch
-sys.path.insert(0, "tests/pytorch")
+import sys, torch
+sys.path[:0] = ["tests/pytorch", "tests/helpers"]
 from inceptionv3 import InceptionV3
-raw = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-header = json.loads(raw[8:8 + n])
-state = {}
-for k, v in header.items():
-    if k == "__metadata__": continue
-    a, b = v["data_offsets"]
-    dt = torch.float32 if v["dtype"] == "F32" else torch.int64
-    state[k] = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=dt).reshape(v["shape"])
+from compare_weights import load
+state = {k: torch.from_numpy(v.copy()) for k, v in load(sys.argv[1]).items()}
 model = InceptionV3(10, 0.25, aux=True)
 model.load_state_dict(state, strict=True)
 print("loaded", len(state))
