@@ -214,11 +214,11 @@ void tool_init(const char *name, int argc, char **argv) {
  * of the whole name instead (BASE' ~ HASH .tmp.PID), so every name the file system
  * accepts can be written atomically, and each target still has temporaries of its own. */
 #define TMP_SUFFIX_MAX 16       /* ".tmp." and a pid of up to 10 digits, and a NUL */
-static char *temp_prefix(const char *dir, const char *base) {
+static char *temp_prefix(const char *path, const char *dir, const char *base) {
     long name_max = pathconf(dir, _PC_NAME_MAX);
     if (name_max <= 0 || name_max > 4096) name_max = 255;
     size_t blen = strlen(base), room = (size_t)name_max - (TMP_SUFFIX_MAX - 1);
-    if (blen > (size_t)name_max) die("cannot create %s: %s", base, strerror(ENAMETOOLONG));
+    if (blen > (size_t)name_max) die("cannot create %s: %s", path, strerror(ENAMETOOLONG));
     if (blen <= room) return xstrdup(base);
     uint64_t h = 0xcbf29ce484222325ULL;         /* FNV-1a over the whole name */
     for (const char *c = base; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ULL;
@@ -292,7 +292,7 @@ AtomicFile *atomic_open(const char *path) {
     }
     char *copy = xstrdup(a->path), *copy2 = xstrdup(a->path);
     const char *dir = dirname(copy);
-    char *prefix = temp_prefix(dir, basename(copy2));
+    char *prefix = temp_prefix(path, dir, basename(copy2));
     remove_stale_temps(dir, prefix);
     const char *slash = strrchr(a->path, '/');
     int dirlen = slash ? (int)(slash - a->path + 1) : 0;      /* "DIR/" as the path gives it */
