@@ -123,7 +123,7 @@ PYEOF
     run incv3-step --eval -c "$T/none.ckpt" "$T/shape.tz"
     assert_failure 1
     assert_one_line_error incv3-step
-    for args in "" "-c x --lr abc" "-c x --schedule linear" "-c x --bogus" "-c x --reinit-classifier"; do
+    for args in "" "-c x --lr abc" "-c x --schedule onecycle" "-c x --bogus" "-c x --reinit-classifier"; do
         run incv3-step $args
         assert_failure 2
         assert_one_line_error incv3-step
