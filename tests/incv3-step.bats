@@ -182,8 +182,10 @@ assert np.abs(a - c).max() > 1e-4, 'the average is the raw weights'"
     [ ! -e "$T/x.tz" ]
     run incv3-step -c "$T/m.ckpt" --ema-weights "$T/all.tz"
     assert_failure 2
-    run incv3-step -c "$T/m.ckpt" --ema 1 "$T/all.tz"
-    assert_failure 2
+    for decay in 1 0; do
+        run incv3-step -c "$T/m.ckpt" --ema $decay "$T/all.tz"
+        assert_failure 2
+    done
     run incv3-step --eval -c "$T/m.ckpt" --tta mirror "$T/test.tz"
     assert_failure 2
 }

@@ -137,7 +137,11 @@ static void parse_options(int argc, char **argv, Options *o) {
         case 'h': print_help(USAGE);
         case OPT_NESTEROV: o->nesterov = 1; break;
         case OPT_SMOOTH: o->label_smoothing = parse_double("--label-smoothing", optarg, 0, 1); break;
-        case OPT_EMA: o->ema_decay = parse_double("--ema", optarg, 0, 1); break;
+        case OPT_EMA:
+            o->ema_decay = parse_double("--ema", optarg, 0, 1);
+            if (o->ema_decay <= 0 || o->ema_decay >= 1)
+                usage_die("--ema: the decay must be between 0 and 1, both excluded (e.g. 0.999)");
+            break;
         case OPT_EMA_WEIGHTS: o->use_ema = 1; break;
         case OPT_TTA:
             if (strcmp(optarg, "flip")) usage_die("--tta: '%s' is not flip", optarg);
@@ -157,7 +161,6 @@ static void parse_options(int argc, char **argv, Options *o) {
     if (o->reinit && !o->init) usage_die("--reinit-classifier needs --init");
     if (o->eval && (o->exchange || o->init)) usage_die("--eval takes neither --exchange nor --init");
     if (o->eval && o->ema_decay) usage_die("--ema is for training; --eval --ema-weights evaluates the average");
-    if (o->ema_decay >= 1) usage_die("--ema: the decay must be below 1 (e.g. 0.999)");
     if (!o->eval && (o->use_ema || o->tta_flip)) usage_die("--ema-weights and --tta are for --eval");
 }
 
