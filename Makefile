@@ -19,6 +19,9 @@ $(BUILD)/lib/allreduce.o: CFLAGS += -DHAVE_MPI $(MPI_CFLAGS)
 $(BUILD)/allreduce-merge: LDLIBS += $(MPI_LIBS)
 endif
 
+# torchvision's image operations round after every multiply and add: no fused ones
+$(BUILD)/lib/imageops.o: CFLAGS += -ffp-contract=off
+
 TOOLS   := cifar-decode augment tensor incv3-step evaluate incv3-ckpt allreduce-merge
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)

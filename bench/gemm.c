@@ -152,7 +152,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < (size_t)batch * 3 * 32 * 32; i++) x[i] = (float)rng_uniform(&rng) * 2 - 1;
     for (int i = 0; i < batch; i++) { y[i] = i % 10; keys[i] = i; }
     gemm_observe(record);
-    model_train_step(m, x, y, batch, 1, 1, keys, NULL);
+    model_train_step(m, x, y, NULL, batch, 1, 1, keys, NULL);
     gemm_observe(NULL);
     model_free(m);
 

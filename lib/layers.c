@@ -383,23 +383,26 @@ void linear_backward(float *din, float *dweight, float *dbias, const float *dlog
     gemm(GEMM_HEAD, GEMM_DINPUT, 1, 1, C, N, K, weight, C, dlogits, K, 1.0f, din, N);
 }
 
-double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, int N, int K,
-                    float smoothing, float scale) {
-    double total = 0, off = (double)smoothing / K, on = 1.0 - smoothing + off;
+double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, const float *targets,
+                    int N, int K, float smoothing, float scale) {
+    double total = 0, off = (double)smoothing / K, keep = 1.0 - smoothing;
     for (int n = 0; n < N; n++) {
-        const float *z = logits + (int64_t)n * K;
+        const float *z = logits + (int64_t)n * K, *t = targets ? targets + (int64_t)n * K : NULL;
         float mx = z[0];
-        double zsum = 0;
         for (int k = 1; k < K; k++) if (z[k] > mx) mx = z[k];
         double sum = 0;
-        for (int k = 0; k < K; k++) { sum += exp((double)(z[k] - mx)); zsum += z[k]; }
+        for (int k = 0; k < K; k++) sum += exp((double)(z[k] - mx));
         double lse = mx + log(sum);
-        /* -sum_k t_k log p_k with t = (1 - s) onehot + s/K: lse - (1 - s) z_y - s mean(z) */
-        total += smoothing ? lse - (1.0 - smoothing) * z[labels[n]] - off * zsum : lse - z[labels[n]];
+        /* -sum_k t'_k log p_k = lse - sum_k t'_k z_k, t' = (1 - s) t + s/K summing to 1 */
+        double tz = 0;
+        for (int k = 0; k < K; k++) tz += ((t ? keep * t[k] : keep * (k == labels[n])) + off) * z[k];
+        total += lse - tz;
         if (!dlogits) continue;
         float *d = dlogits + (int64_t)n * K;
-        for (int k = 0; k < K; k++)
-            d[k] = scale * (float)(exp((double)z[k] - lse) - (k == labels[n] ? on : off)) / N;
+        for (int k = 0; k < K; k++) {
+            double target = (t ? keep * t[k] : keep * (k == labels[n])) + off;
+            d[k] = scale * (float)(exp((double)z[k] - lse) - target) / N;
+        }
     }
     return total / N;
 }

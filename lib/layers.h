@@ -81,11 +81,12 @@ void linear_forward(float *logits, const float *in, const float *weight, const f
 void linear_backward(float *din, float *dweight, float *dbias, const float *dlogits,
                      const float *in, const float *weight, int C, int N, int K);
 
-/* Mean softmax cross-entropy of logits [N, K] against labels, smoothed as PyTorch's
- * cross_entropy(label_smoothing=s): the target is (1 - s) one-hot + s/K. dlogits
- * [N, K] (may be NULL) gets scale * d(loss)/d(logits). Returns the mean loss. */
-double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, int N, int K,
-                    float smoothing, float scale);
+/* Mean softmax cross-entropy of logits [N, K] against labels, or against the
+ * probabilities targets [N, K] when not NULL (MixUp, CutMix), smoothed as PyTorch's
+ * cross_entropy(label_smoothing=s): the target is (1 - s) one-hot (or targets) + s/K.
+ * dlogits [N, K] (may be NULL) gets scale * d(loss)/d(logits). Returns the mean loss. */
+double softmax_xent(float *dlogits, const float *logits, const int64_t *labels, const float *targets,
+                    int N, int K, float smoothing, float scale);
 
 /* PyTorch SGD: d = g + wd*w; buf = momentum*buf + d; w -= lr*buf, or with nesterov
  * w -= lr*(d + momentum*buf). */

@@ -26,7 +26,7 @@ static void add_batch(Metrics *m, const Record *logits, const Record *y) {
             if (row[k] > row[best]) best = k;
             if (row[k] > row[label]) above++;
         }
-        if (finite) m->loss_sum += softmax_xent(NULL, row, &label, 1, K, 0, 1.0f);
+        if (finite) m->loss_sum += softmax_xent(NULL, row, &label, NULL, 1, K, 0, 1.0f);
         else m->nonfinite++;
         m->top1 += best == label;
         m->top5 += above < 5;
@@ -58,6 +58,12 @@ void metrics_read(Metrics *m, StreamReader *in) {
             }
             record_swap(logits, r);
             have_logits = 1;
+            continue;
+        }
+        if (!strcmp(r->name, "soft")) {     /* scored against y, once said */
+            if (!m->soft_batches++)
+                fprintf(stderr, "%s: note: soft targets (record 'soft', MixUp/CutMix) are not scored;"
+                        " accuracy and loss are against the labels y\n", tool_name);
             continue;
         }
         if (strcmp(r->name, "y")) continue;

@@ -12,6 +12,7 @@ typedef struct {
     int K;                          /* classes, from the first logits record */
     long long images, top1, top5;
     long long nonfinite;            /* images whose logits hold NaN or Inf: no finite loss */
+    long long soft_batches;         /* soft-target records passed over (said once) */
     double loss_sum;                /* over images with finite logits */
     long long *count, *correct;     /* [K]: images of each true class, and those right */
     long long *confusion;           /* [K][K] rows true, columns predicted; NULL past the limit */

@@ -870,7 +870,7 @@ static void backward_ops(Model *m, int N, int groups) {
     }
 }
 
-double model_train_step(Model *m, const float *x, const int64_t *y, int N, int groups,
+double model_train_step(Model *m, const float *x, const int64_t *y, const float *targets, int N, int groups,
                         uint64_t dropout_seed, const uint64_t *keys, float *logits_out) {
     Net *net = m->net;
     if (groups < 1 || N % groups) die("batch of %d images does not split into %d BN groups", N, groups);
@@ -887,7 +887,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
     gap_forward(net->feat, activations(m, net->features, N), C, N, HW);
     if (m->cfg.dropout > 0) dropout_forward(net->feat, net->drop_mask, C, N, m->cfg.dropout, dropout_seed, keys);
     linear_forward(net->logits, net->feat, P(m, net->linear_w), P(m, net->linear_b), C, N, K);
-    double loss = softmax_xent(net->dlogits, net->logits, y, N, K, m->label_smoothing, 1.0f);
+    double loss = softmax_xent(net->dlogits, net->logits, y, targets, N, K, m->label_smoothing, 1.0f);
     if (logits_out) memcpy(logits_out, net->logits, (size_t)N * K * sizeof *logits_out);
 
     zero_floats(m->grads, m->nparam_floats);
@@ -909,7 +909,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, int N, int g
         int Ca = ta->C, HWa = ta->H * ta->W;
         gap_forward(net->aux_feat, activations(m, net->aux_input, N), Ca, N, HWa);
         linear_forward(net->aux_logits, net->aux_feat, P(m, net->aux_w), P(m, net->aux_b), Ca, N, K);
-        loss += AUX_LOSS_WEIGHT * softmax_xent(net->daux_logits, net->aux_logits, y, N, K, m->label_smoothing,
+        loss += AUX_LOSS_WEIGHT * softmax_xent(net->daux_logits, net->aux_logits, y, targets, N, K, m->label_smoothing,
                                                AUX_LOSS_WEIGHT);
         memset(net->daux_feat, 0, (size_t)Ca * N * sizeof *net->daux_feat);
         linear_backward(net->daux_feat, G(m, net->aux_w), G(m, net->aux_b), net->daux_logits, net->aux_feat,

@@ -69,12 +69,13 @@ void model_init(Model *m, uint64_t seed);
 int model_find_param(const Model *m, const char *name);
 
 /* One training step's forward and backward on images x [N,3,32,32] (NCHW f32)
- * with labels y: fills grads (zeroed first) and returns the mean loss
+ * with labels y, or with the probabilities targets [N, K] when not NULL (MixUp,
+ * CutMix; y then only counts as the images' labels): fills grads (zeroed first) and returns the mean loss
  * (plus 0.4 * the auxiliary loss when aux is on; both smoothed by
  * label_smoothing). BN uses statistics of
  * groups of N/ghost_groups consecutive images; dropout draws per image from
  * (dropout_seed, keys[n]). logits_out [N, K] (may be NULL) receives the main logits. */
-double model_train_step(Model *m, const float *x, const int64_t *y, int N, int ghost_groups,
+double model_train_step(Model *m, const float *x, const int64_t *y, const float *targets, int N, int ghost_groups,
                         uint64_t dropout_seed, const uint64_t *keys, float *logits_out);
 /* The auxiliary classifier's logits [N, K] of the last training step (aux on). */
 const float *model_aux_logits(const Model *m);

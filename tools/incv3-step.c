@@ -164,14 +164,15 @@ static void parse_options(int argc, char **argv, Options *o) {
     if (!o->eval && (o->use_ema || o->tta_flip)) usage_die("--ema-weights and --tta are for --eval");
 }
 
-/* The batch being assembled from the stream: x then y (idx optional). */
+/* The batch being assembled from the stream: x then y (idx optional; soft, the
+ * soft targets of MixUp and CutMix, between x and y). */
 typedef struct {
-    Record x, y, idx, other;
+    Record x, y, idx, soft, other;
     float *xf;
     int64_t *labels;
     uint64_t *keys;
     size_t cap;
-    int have_x, have_idx;
+    int have_x, have_idx, have_soft;
 } Batch;
 
 /* x as f32 NCHW, normalising u8; y as i64 in [0, K). */
@@ -184,6 +185,20 @@ static int prepare_batch(Batch *b, const Normalize *norm, int K) {
     if (N < 1) die("record 'x' at byte %llu: empty batch", (unsigned long long)x->offset);
     if (y->rank != 1 || y->dims[0] != N || (y->dtype != DT_I64 && y->dtype != DT_I32))
         die("record 'y' at byte %llu: expected %d labels (i64) for x", (unsigned long long)y->offset, N);
+    if (b->have_soft) {         /* probabilities: [N, K], each row >= 0 summing to 1 */
+        const Record *t = &b->soft;
+        if (t->dtype != DT_F32 || t->rank != 2 || t->dims[0] != N || t->dims[1] != K)
+            die("record 'soft' at byte %llu: expected f32 [%d,%d] soft targets for x", (unsigned long long)t->offset, N, K);
+        const float *p = t->data;
+        for (int i = 0; i < N; i++) {
+            double sum = 0;
+            int ok = 1;
+            for (int k = 0; k < K; k++) { ok &= p[i * K + k] >= 0 && p[i * K + k] <= 1; sum += p[i * K + k]; }
+            if (!ok || fabs(sum - 1.0) > 1e-4)
+                die("record 'soft' at byte %llu: the targets of image %d are not probabilities summing to 1 (sum %g)",
+                    (unsigned long long)t->offset, i, sum);
+        }
+    }
     if (b->have_idx && (b->idx.rank != 1 || b->idx.dims[0] != N || b->idx.dtype != DT_I64))
         die("record 'idx' at byte %llu: expected %d record numbers (i64) for x", (unsigned long long)b->idx.offset, N);
     if ((size_t)N > b->cap) {
@@ -314,6 +329,10 @@ static int read_batch(Run *r, Batch *b) {
         } else if (!strcmp(rec->name, "idx")) {
             record_swap(&b->idx, rec);
             b->have_idx = 1;
+        } else if (!strcmp(rec->name, "soft")) {
+            if (!b->have_x) die("record 'soft' at byte %llu comes without an x before it", (unsigned long long)rec->offset);
+            record_swap(&b->soft, rec);
+            b->have_soft = 1;
         } else if (!strcmp(rec->name, "y")) {
             if (!b->have_x) die("record 'y' at byte %llu comes without an x before it", (unsigned long long)rec->offset);
             record_swap(&b->y, rec);
@@ -345,6 +364,7 @@ static void eval_batch(Run *r, Batch *b, int N) {
     }
     if (b->have_idx) sw_write_record(r->out.w, &b->idx);
     sw_write(r->out.w, "logits", DT_F32, 2, (int64_t[]){ N, K }, r->logits);
+    if (b->have_soft) sw_write_record(r->out.w, &b->soft);     /* evaluate says it cannot score them */
     sw_write_record(r->out.w, &b->y);
 }
 
@@ -374,7 +394,7 @@ static void train_batch(Run *r, Batch *b, int N) {
     for (int i = 0; i < N; i++)
         b->keys[i] = b->have_idx ? (uint64_t)((int64_t *)b->idx.data)[i] : r->images_seen + i;
     if (r->ex) exchange_step_begin(r->ex);
-    double loss = model_train_step(r->m, b->xf, b->labels, N, groups, mix64(r->st.seed) ^ r->st.step,
+    double loss = model_train_step(r->m, b->xf, b->labels, b->have_soft ? b->soft.data : NULL, N, groups, mix64(r->st.seed) ^ r->st.step,
                                    b->keys, r->logits);
     r->images_seen += N;
     int K = r->m->cfg.classes;
@@ -430,7 +450,7 @@ int main(int argc, char **argv) {
     Batch b = { 0 };
     while (read_batch(&r, &b)) {
         if (r.seen <= r.skip) {         /* trained before the resume */
-            b.have_idx = 0;
+            b.have_idx = b.have_soft = 0;
             r.images_seen += (uint64_t)b.x.dims[0];
             continue;
         }
@@ -443,7 +463,7 @@ int main(int argc, char **argv) {
         }
         if (r.o.eval) eval_batch(&r, &b, N);
         else train_batch(&r, &b, N);
-        b.have_idx = 0;
+        b.have_idx = b.have_soft = 0;
     }
     finish_run(&r);
     return 0;

@@ -1,6 +1,7 @@
 """Writes tests/fixtures/recipe.tz: what PyTorch computes for the training recipe's
 options outside the network, for tests/unit/test_recipe.c: cross_entropy with
-label_smoothing (loss and d(logits)) and SGD with Nesterov momentum and weight
+label_smoothing (loss and d(logits)), with class labels and with probability
+targets (MixUp, CutMix), and SGD with Nesterov momentum and weight
 decay over three steps. Run with Debian's python3-torch:
     /usr/bin/python3 tests/pytorch/make_recipe_fixture.py tests/fixtures/recipe.tz
 """
@@ -40,6 +41,17 @@ def main(path):
         out += [stream_record("sgd.g%d" % k, gk.numpy()),
                 stream_record("sgd.w%d" % (k + 1), w.detach().numpy().copy())]
     out.append(stream_record("sgd.hyper", np.array([LR, MOMENTUM, WD], np.float32)))
+    # probability targets, as MixUp and CutMix make them (drawn last: the records
+    # above keep their values)
+    soft = torch.softmax(torch.randn(N, K, generator=g) * 2, dim=1)
+    out.append(stream_record("soft", soft.numpy()))
+    for s in SMOOTHING:
+        z = logits.clone().requires_grad_(True)
+        loss = F.cross_entropy(z, soft, label_smoothing=s)
+        loss.backward()
+        tag = "%g" % s
+        out += [stream_record("loss.soft." + tag, np.array([loss.item()], np.float32)),
+                stream_record("dlogits.soft." + tag, z.grad.numpy())]
     with open(path, "wb") as f:
         f.write(b"".join(out) + stream_end())
 

@@ -212,7 +212,7 @@ static void check_network(const char *path) {
         load_state(m[p], "init");
         logits[p] = malloc(sizeof(float) * N * K);
         gemm_set_autocast(p);
-        loss[p] = model_train_step(m[p], fx("x")->data, fx("y")->data, N, 1, 1, keys, logits[p]);
+        loss[p] = model_train_step(m[p], fx("x")->data, fx("y")->data, NULL, N, 1, 1, keys, logits[p]);
     }
     gemm_set_autocast(0);
     const float *pytorch = fx("autocast_distance")->data;   /* logits, loss, gradients' median */

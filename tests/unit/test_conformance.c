@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     const int64_t *y = fx("y")->data;
     uint64_t keys[64] = { 0 };    /* dropout is off in the fixture */
     float *logits = malloc(sizeof(float) * N * K);
-    double loss = model_train_step(m, x, y, N, 1, 1, keys, logits);
+    double loss = model_train_step(m, x, y, NULL, N, 1, 1, keys, logits);
 
     double d = rel_diff(logits, fx("logits")->data, N * K);
     CHECK(d < TOL_FORWARD, "logits differ by %.3g", d);
@@ -106,7 +106,7 @@ int main(int argc, char **argv) {
         snprintf(n, sizeof n, "step1.momentum.%s", m->pinfo[i].name);
         memcpy(m->momentum + m->pinfo[i].offset, fx(n)->data, m->pinfo[i].size * sizeof(float));
     }
-    loss = model_train_step(m, x, y, N, 1, 1, keys, NULL);
+    loss = model_train_step(m, x, y, NULL, N, 1, 1, keys, NULL);
     ref_loss = ((const float *)fx("losses")->data)[1];
     printf("step 2 loss %.7f (PyTorch %.7f)\n", loss, ref_loss);
     CHECK(fabs(loss - ref_loss) < TOL_FORWARD * fabs(ref_loss), "loss at step 2 %.7f vs %.7f", loss, ref_loss);

@@ -261,13 +261,13 @@ static void check_head(void) {
     head_fwd(&c);
     for (int s = 0; s < 2; s++) {
         float smoothing = s ? 0.2f : 0.0f;
-        softmax_xent(dl, c.out, y, 4, 7, smoothing, 1.0f);
+        softmax_xent(dl, c.out, y, NULL, 4, 7, smoothing, 1.0f);
         double worst = 0, gmax = 1e-6;
         for (size_t i = 0; i < nout; i++) if (fabs(dl[i]) > gmax) gmax = fabs(dl[i]);
         for (size_t i = 0; i < nout; i++) {
             float keep = c.out[i];
-            c.out[i] = keep + EPS; double lp = softmax_xent(NULL, c.out, y, 4, 7, smoothing, 1.0f);
-            c.out[i] = keep - EPS; double lm = softmax_xent(NULL, c.out, y, 4, 7, smoothing, 1.0f);
+            c.out[i] = keep + EPS; double lp = softmax_xent(NULL, c.out, y, NULL, 4, 7, smoothing, 1.0f);
+            c.out[i] = keep - EPS; double lm = softmax_xent(NULL, c.out, y, NULL, 4, 7, smoothing, 1.0f);
             c.out[i] = keep;
             double d = fabs((lp - lm) / (2 * EPS) - dl[i]) / gmax;
             if (d > worst) worst = d;

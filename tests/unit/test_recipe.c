@@ -19,7 +19,7 @@ static void check_label_smoothing(void) {
     const float s[] = { 0.0f, 0.1f, 0.2f };
     for (int i = 0; i < 3; i++) {
         char name[32];
-        double loss = softmax_xent(d, z->data, y, N, K, s[i], 1.0f);
+        double loss = softmax_xent(d, z->data, y, NULL, N, K, s[i], 1.0f);
         snprintf(name, sizeof name, "loss.%s", tags[i]);
         float want = *(const float *)fx(name)->data;
         CHECK(fabs(loss - want) < TOL * fabs(want), "smoothing %s: loss %.8f, PyTorch %.8f", tags[i], loss, want);
@@ -27,6 +27,21 @@ static void check_label_smoothing(void) {
         double diff = rel_diff(d, fx(name)->data, (long)N * K);
         CHECK(diff < TOL, "smoothing %s: d(logits) differs from PyTorch's by %.3g", tags[i], diff);
         printf("label smoothing %-4s loss %.7f (PyTorch %.7f), d(logits) within %.2e\n", tags[i], loss, want, diff);
+    }
+    /* probability targets (MixUp, CutMix): cross_entropy(z, soft, label_smoothing=s) */
+    const float *soft = fx("soft")->data;
+    for (int i = 0; i < 3; i++) {
+        char name[40];
+        double loss = softmax_xent(d, z->data, y, soft, N, K, s[i], 1.0f);
+        snprintf(name, sizeof name, "loss.soft.%s", tags[i]);
+        float want = *(const float *)fx(name)->data;
+        CHECK(fabs(loss - want) < TOL * fabs(want), "soft targets, smoothing %s: loss %.8f, PyTorch %.8f",
+              tags[i], loss, want);
+        snprintf(name, sizeof name, "dlogits.soft.%s", tags[i]);
+        double diff = rel_diff(d, fx(name)->data, (long)N * K);
+        CHECK(diff < TOL, "soft targets, smoothing %s: d(logits) differs from PyTorch's by %.3g", tags[i], diff);
+        printf("soft targets, smoothing %-4s loss %.7f (PyTorch %.7f), d(logits) within %.2e\n", tags[i], loss,
+               want, diff);
     }
     free(d);
 }
