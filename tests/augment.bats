@@ -153,3 +153,147 @@ PYEOF
     run augment --cutout 0 "$T/in.tz"
     assert_failure 2
 }
+
+@test "policies: each changes images, is deterministic, and draws per image whatever the batch or shard" {
+    for p in autoaugment randaugment randaugment:3,20 trivialaugment trivialaugment:11; do
+        cifar-decode -b 20 --shuffle 4 "$T/a.bin" | augment --crop 4 --flip --policy "$p" --seed 9 > "$T/whole.tz"
+        cifar-decode -b 20 --shuffle 4 "$T/a.bin" | augment --crop 4 --flip --policy "$p" --seed 9 > "$T/again.tz"
+        cifar-decode -b 10 --shuffle 4 --shard 1/2 "$T/a.bin" | augment --crop 4 --flip --policy "$p" --seed 9 > "$T/shard.tz"
+        cifar-decode -b 20 --shuffle 4 "$T/a.bin" | augment --crop 4 --flip --seed 9 > "$T/geo.tz"
+        cmp "$T/whole.tz" "$T/again.tz"
+        run "$PY" - "$T" <<'PYEOF'
+import sys, subprocess, numpy as np
+d = sys.argv[1]
+for f in ("whole", "shard", "geo"):
+    subprocess.run(["tensor", "export", "x", "-o", d + "/" + f + ".npy", d + "/" + f + ".tz"], check=True)
+w, s, g = (np.load(d + "/" + f + ".npy") for f in ("whole", "shard", "geo"))
+assert (w[10:20] == s).all()
+changed = (w != g).any((1, 2, 3)).sum()
+assert 5 <= changed, changed            # the policy acted on many images (not all: Identity, p)
+print("ok")
+PYEOF
+        assert_output ok
+    done
+}
+
+@test "policies: bad specifications are usage errors, f32 images a data error" {
+    for args in "--policy rand" "--policy randaugment:0,9" "--policy randaugment:2,31" "--policy randaugment:2,5,1" \
+                "--policy randaugment:2" "--policy randaugment:2.5,9" "--policy trivialaugment:1" \
+                "--policy autoaugment:imagenet" "--fill 1,2" "--policy autoaugment --fill 256" \
+                "--random-erasing 1.5" "--mixup 0" "--cutmix -1" "--mixup 1 --switch-prob 0.5" \
+                "--classes 10"; do
+        run augment $args "$T/in.tz"
+        assert_failure 2
+        assert_one_line_error augment
+    done
+    augment --normalize cifar10 "$T/in.tz" -o "$T/f.tz"
+    run augment --policy autoaugment "$T/f.tz" -o "$T/g.tz"
+    assert_failure 1
+    assert_one_line_error augment
+    [ ! -e "$T/g.tz" ]
+}
+
+@test "RandomErasing: one rectangle of the mean colour on about half the images" {
+    make_cifar "$T/b.bin" 400
+    cifar-decode -b 400 "$T/b.bin" -o "$T/in400.tz"
+    augment --random-erasing 0.5 --seed 3 "$T/in400.tz" -o "$T/out.tz"
+    tensor export x -o "$T/a.npy" "$T/in400.tz"
+    tensor export x -o "$T/b.npy" "$T/out.tz"
+    run "$PY" - "$T" <<'PYEOF'
+import sys, numpy as np
+d = sys.argv[1]
+a, b = np.load(d + "/a.npy"), np.load(d + "/b.npy")
+mean = np.array([125, 123, 114], np.uint8)
+erased = 0
+for i in range(len(a)):
+    changed = (a[i] != b[i]).any(0)
+    if not changed.any():
+        continue
+    erased += 1
+    ys, xs = np.nonzero((b[i] == mean[:, None, None]).all(0))
+    box = b[i][:, ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    assert (box == mean[:, None, None]).all(), i            # one filled rectangle
+    area = box.shape[1] * box.shape[2] / 1024
+    assert 0.01 <= area <= 0.36, (i, area)                   # 2% to 33% of the image, rounded
+print(150 <= erased <= 250)
+PYEOF
+    assert_output True
+}
+
+@test "MixUp and CutMix: soft targets summing to 1, y the most probable class, images mixed as they say" {
+    cifar-decode -b 40 "$T/a.bin" -o "$T/b20.tz"
+    augment --mixup 0.4 --seed 2 "$T/b20.tz" -o "$T/mixup.tz"
+    augment --cutmix 1 --seed 2 "$T/b20.tz" -o "$T/cutmix.tz"
+    augment --mixup 0.4 --seed 2 "$T/b20.tz" -o "$T/again.tz"
+    cmp "$T/mixup.tz" "$T/again.tz"
+    for f in b20 mixup cutmix; do
+        tensor export x -o "$T/$f.x.npy" "$T/$f.tz"
+        tensor export y -o "$T/$f.y.npy" "$T/$f.tz"
+    done
+    for f in mixup cutmix; do tensor export soft -o "$T/$f.soft.npy" "$T/$f.tz"; done
+    run "$PY" - "$T" <<'PYEOF'
+import sys, numpy as np
+d = sys.argv[1]
+x, y = np.load(d + "/b20.x.npy").astype(np.float64), np.load(d + "/b20.y.npy")
+for kind in ("mixup", "cutmix"):
+    xm, ym, t = np.load(d + "/%s.x.npy" % kind), np.load(d + "/%s.y.npy" % kind), np.load(d + "/%s.soft.npy" % kind)
+    assert t.shape == (40, 10) and np.allclose(t.sum(1), 1, atol=1e-6) and (t >= 0).all()
+    assert (ym == t.argmax(1)).all()
+    for i in range(40):
+        j = (i - 1) % 40                                 # the image before it in the batch
+        lam = t[i, y[i]] if y[i] != y[j] else None
+        if lam is None:
+            continue
+        if kind == "mixup":                              # lambda x_i + (1 - lambda) x_j, rounded
+            assert np.abs(xm[i] - (lam * x[i] + (1 - lam) * x[j])).max() <= 0.5 + 1e-3, i
+        else:                                            # a box of x_j covering 1 - lambda of the image
+            from_j = (xm[i] == x[j]).all(0) & (x[i] != x[j]).any(0)
+            assert abs(from_j.mean() - (1 - lam)) < 0.05, (i, from_j.mean(), lam)
+print("ok")
+PYEOF
+    assert_output ok
+}
+
+@test "soft targets: incv3-step trains on them and checks them; evaluate says it does not score them" {
+    cifar-decode -b 20 "$T/a.bin" | augment --mixup 1 --cutmix 1 --seed 1 > "$T/mix.tz"
+    incv3-step -c "$T/m.ckpt" --width 0.125 --quiet --log "$T/log" "$T/mix.tz"
+    grep -q '"event":"train_epoch"' "$T/log"
+    run sh -c "incv3-step --eval -c '$T/m.ckpt' '$T/mix.tz' | evaluate"
+    assert_success
+    assert_output --partial "soft targets (record 'soft', MixUp/CutMix) are not scored"
+    # soft targets of the wrong width, or not summing to 1: one line, exit 1, no checkpoint
+    cifar-decode -b 20 "$T/a.bin" | augment --mixup 1 --classes 12 > "$T/k12.tz"
+    run incv3-step -c "$T/new.ckpt" --width 0.125 --quiet --log /dev/null "$T/k12.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
+    assert_output --partial "record 'soft'"
+    [ ! -e "$T/new.ckpt" ]
+    "$PY" - "$T" <<'PYEOF'
+import sys
+sys.path.insert(0, "tests/helpers")
+import numpy as np
+from streams import END, record
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+t = np.full((4, 10), 0.1, np.float32)
+t[2] *= 2                                               # sums to 2
+y = np.arange(4, dtype=np.int64)
+open(d + "/bad.tz", "wb").write(record("x", x) + record("soft", t) + record("y", y) + END)
+PYEOF
+    run incv3-step -c "$T/new.ckpt" --width 0.125 --quiet --log /dev/null "$T/bad.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
+    assert_output --partial "image 2 are not probabilities summing to 1"
+    [ ! -e "$T/new.ckpt" ]
+}
+
+@test "MixUp needs the labels: an x without its y is a data error" {
+    tensor export x -o "$T/x.npy" "$T/in.tz"
+    tensor import x "$T/x.npy" -o "$T/x.tz"
+    run augment --mixup 1 "$T/x.tz" -o "$T/out.tz"
+    assert_failure 1
+    assert_one_line_error augment
+    assert_output --partial "no y"
+    [ ! -e "$T/out.tz" ]
+}

@@ -171,3 +171,30 @@ weights() { incv3-ckpt export "$1" "$2"; }
         assert_one_line_error train
     done
 }
+
+@test "--recipe fast: its defaults reach incv3-step, and options given override them wherever they stand" {
+    train "${tiny[@]}" --epochs 2 --no-nesterov --recipe fast --width 0.125 --run "$T/run" 2> /dev/null
+    run sed -n 's/.*"event":"run".*"step":"\([^"]*\)".*/\1/p' "$T/run/log.jsonl"
+    assert_output --partial "--width 0.125"
+    assert_output --partial "--schedule linear --warmup 0.333"
+    assert_output --partial "--epochs 2"
+    assert_output --partial "--autocast bf16 --label-smoothing 0.2"
+    assert_output --partial "--ema 0.999"
+    refute_output --partial "--nesterov"
+    run train "${tiny[@]}" --recipe slow --run "$T/r2"
+    assert_failure 2
+    assert_one_line_error train
+}
+
+@test "augmentation policies, RandomErasing, MixUp and CutMix reach augment; bad ones stop train before it starts" {
+    train "${tiny[@]}" --epochs 1 --policy trivialaugment --random-erasing 0.25 --mixup 0.2 --cutmix 1 \
+        --run "$T/run" 2> /dev/null
+    grep -q '"event":"epoch","epoch":0' "$T/run/log.jsonl"
+    for bad in "--policy bogus" "--policy randaugment:2,99" "--mixup 0" "--cutmix x" "--random-erasing 2" \
+               "--policy autoaugment --augment cat"; do
+        run train "${tiny[@]}" $bad --run "$T/r2"
+        assert_failure 2
+        assert_one_line_error train
+        [ ! -e "$T/r2" ]
+    done
+}
