@@ -49,8 +49,22 @@ typedef struct {
                                  gradient (backward) are made */
 } Op;
 
+/* A module whose output (and in training its gradient) can be taken out of a step. */
+typedef enum { TAP_TENSOR, TAP_FEATURES, TAP_LOGITS, TAP_AUX_LOGITS } TapKind;
+typedef struct {
+    char name[96];            /* as PyTorch's named_modules() of tests/pytorch/inceptionv3.py */
+    TapKind kind;
+    int tensor;               /* TAP_TENSOR: the module's output */
+    int on;                   /* 1: values, 2: gradient (or both) */
+    int last_writer;          /* the op after which the values are whole */
+    int first_backward;       /* the backward event before which the gradient is whole */
+    float *values, *grad;     /* [N, C, H, W] of the last pass; NULL: not taken */
+    size_t cap;
+} Tap;
+
 struct Net {
     Tensor *tensors; int ntensors;
+    Tap *taps; int ntaps, taps_on;
     Op *ops; int nops;
     int input, features, aux_input;          /* tensor ids */
     int *backward_order;      /* [nops]: ops in the order backward runs them */
@@ -113,6 +127,34 @@ static Op *add_op(Model *m, OpKind kind, int in, int out) {
     return op;
 }
 
+/* Names tensor (or a head output) as tap `name`; a name already there is moved to it
+ * (a Sequential's output is its last member's). */
+static void add_tap(Model *m, const char *name, TapKind kind, int tensor) {
+    Net *net = m->net;
+    for (int i = 0; i < net->ntaps; i++)
+        if (!strcmp(net->taps[i].name, name)) { net->taps[i].tensor = tensor; return; }
+    net->taps = xrealloc(net->taps, (net->ntaps + 1) * sizeof *net->taps);
+    Tap *t = &net->taps[net->ntaps++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->kind = kind;
+    t->tensor = tensor;
+}
+
+/* A BasicConv2d's taps: itself, its ReLU (in place: the same values) and, for a
+ * member of a Sequential (name ending in .N), the Sequential. */
+static void add_unit_taps(Model *m, const char *name, int out) {
+    char n[112];
+    add_tap(m, name, TAP_TENSOR, out);
+    snprintf(n, sizeof n, "%s.relu", name);
+    add_tap(m, n, TAP_TENSOR, out);
+    const char *dot = strrchr(name, '.');
+    if (dot && dot[1] && strspn(dot + 1, "0123456789") == strlen(dot + 1)) {
+        snprintf(n, sizeof n, "%.*s", (int)(dot - name), name);
+        add_tap(m, n, TAP_TENSOR, out);
+    }
+}
+
 /* Where an op writes: a new tensor (dst < 0) or channels at choff of dst. */
 typedef struct { int root, choff; } Dest;
 static const Dest NEW = { -1, 0 };
@@ -153,6 +195,7 @@ static int unit(Model *m, const char *name, int in, Dest d, int cout_full,
     bn->batches_tracked = 0;
     m->nbuffer_floats += 2 * (size_t)cout;
     op->bn = m->nbns++;
+    add_unit_taps(m, name, out);
     return out;
 }
 
@@ -213,6 +256,7 @@ static int inception_a(Model *m, const char *b, int x, int pool_features) {
     y = unit(m, nm(n, b, "branch3x3.1"), y, NEW, 96, 3, 3, 1, 1, 1);
     unit(m, nm(n, b, "branch3x3.2"), y, into(out, c1 + c5), 96, 3, 3, 1, 1, 1);
     pooled_unit(m, nm(n, b, "branchpool.1"), x, into(out, c1 + c5 + c3), pool_features);
+    add_tap(m, b, TAP_TENSOR, out);
     return out;
 }
 
@@ -227,7 +271,8 @@ static int inception_b(Model *m, const char *b, int x) {
     int y = unit(m, nm(n, b, "branch3x3stack.0"), x, NEW, 64, 1, 1, 1, 0, 0);
     y = unit(m, nm(n, b, "branch3x3stack.1"), y, NEW, 96, 3, 3, 1, 1, 1);
     unit(m, nm(n, b, "branch3x3stack.2"), y, into(out, c3), 96, 3, 3, 2, 0, 0);
-    pool(m, OP_MAXPOOL, x, into(out, c3 + cs), 3, 2, 0);
+    add_tap(m, nm(n, b, "branchpool"), TAP_TENSOR, pool(m, OP_MAXPOOL, x, into(out, c3 + cs), 3, 2, 0));
+    add_tap(m, b, TAP_TENSOR, out);
     return out;
 }
 
@@ -247,6 +292,7 @@ static int inception_c(Model *m, const char *b, int x, int c7) {
     y = unit(m, nm(n, b, "branch7x7stack.3"), y, NEW, c7, 7, 1, 1, 3, 0);
     unit(m, nm(n, b, "branch7x7stack.4"), y, into(out, 2 * c), 192, 1, 7, 1, 0, 3);
     pooled_after_unit(m, nm(n, b, "branch_pool.1"), x, into(out, 3 * c), 192);
+    add_tap(m, b, TAP_TENSOR, out);
     return out;
 }
 
@@ -263,7 +309,8 @@ static int inception_d(Model *m, const char *b, int x) {
     y = unit(m, nm(n, b, "branch7x7.1"), y, NEW, 192, 1, 7, 1, 0, 3);
     y = unit(m, nm(n, b, "branch7x7.2"), y, NEW, 192, 7, 1, 1, 3, 0);
     unit(m, nm(n, b, "branch7x7.3"), y, into(out, c3), 192, 3, 3, 2, 0, 0);
-    pool(m, OP_AVGPOOL, x, into(out, c3 + c7), 3, 2, 0);
+    add_tap(m, nm(n, b, "branchpool"), TAP_TENSOR, pool(m, OP_AVGPOOL, x, into(out, c3 + c7), 3, 2, 0));
+    add_tap(m, b, TAP_TENSOR, out);
     return out;
 }
 
@@ -282,6 +329,7 @@ static int inception_e(Model *m, const char *b, int x) {
     unit(m, nm(n, b, "branch3x3stack_3a"), y, into(out, c1 + 2 * c3), 384, 1, 3, 1, 0, 1);
     unit(m, nm(n, b, "branch3x3stack_3b"), y, into(out, c1 + 3 * c3), 384, 3, 1, 1, 1, 0);
     pooled_after_unit(m, nm(n, b, "branch_pool.1"), x, into(out, c1 + 4 * c3), 192);
+    add_tap(m, b, TAP_TENSOR, out);
     return out;
 }
 
@@ -482,12 +530,15 @@ static Model *model_plan(const ModelConfig *cfg) {
     x = inception_e(m, "Mixed_7b", x);
     x = inception_e(m, "Mixed_7c", x);
     net->features = x;
+    add_tap(m, "avgpool", TAP_FEATURES, x);
+    add_tap(m, "linear", TAP_LOGITS, -1);
     int K = cfg->classes, C = net->tensors[x].C;
     net->linear_w = add_param(m, "linear.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, C });
     net->linear_b = add_param(m, "linear.bias", PARAM_BIAS, 1, (int64_t[]){ K });
     net->aux_input = net->aux_w = net->aux_b = -1;
     if (cfg->aux) {
         int y = pool(m, OP_AVGPOOL, aux_from, NEW, 5, 3, 0);
+        add_tap(m, "AuxLogits.pool", TAP_TENSOR, y);
         y = unit(m, "AuxLogits.conv0", y, NEW, 128, 1, 1, 1, 0, 0);
         const Tensor *t = &net->tensors[y];
         y = unit(m, "AuxLogits.conv1", y, NEW, 768, t->H, t->W, 1, 0, 0);
@@ -495,6 +546,8 @@ static Model *model_plan(const ModelConfig *cfg) {
         int ca = net->tensors[y].C;
         net->aux_w = add_param(m, "AuxLogits.fc.weight", PARAM_WEIGHT, 2, (int64_t[]){ K, ca });
         net->aux_b = add_param(m, "AuxLogits.fc.bias", PARAM_BIAS, 1, (int64_t[]){ K });
+        add_tap(m, "AuxLogits.fc", TAP_AUX_LOGITS, -1);
+        add_tap(m, "AuxLogits", TAP_AUX_LOGITS, -1);
     }
     plan_groups(m);
     plan_backward_order(m);
@@ -532,7 +585,8 @@ void model_free(Model *m) {
     free(n->arena); free(n->pool_buf); free(n->scratch); free(n->bn_mean); free(n->bn_istd);
     free(n->feat); free(n->dfeat); free(n->logits); free(n->dlogits);
     free(n->aux_feat); free(n->daux_feat); free(n->aux_logits); free(n->daux_logits);
-    free(n->drop_mask); free(n);
+    for (int i = 0; i < n->ntaps; i++) { free(n->taps[i].values); free(n->taps[i].grad); }
+    free(n->taps); free(n->drop_mask); free(n);
     free(m->pinfo); free(m->bns);
     free(m->params); free(m->grads); free(m->momentum); free(m->buffers); free(m->ema);
     free(m);
@@ -759,6 +813,125 @@ static int group_members(const Model *m, int first, int backward, int N, float *
     return g;
 }
 
+/* ---------------- taps ---------------- */
+
+static void tap_dims(const Model *m, const Tap *t, int dims[3]) {
+    const Net *net = m->net;
+    if (t->kind == TAP_TENSOR) {
+        const Tensor *tt = &net->tensors[t->tensor];
+        dims[0] = tt->C; dims[1] = tt->H; dims[2] = tt->W;
+    } else {
+        dims[0] = t->kind == TAP_FEATURES ? net->tensors[net->features].C : m->cfg.classes;
+        dims[1] = dims[2] = 1;
+    }
+}
+
+/* The tap's buffer of what (0 values, 1 gradient) for N images. */
+static float *tap_buffer(const Model *m, Tap *t, int grad, int N) {
+    int d[3];
+    tap_dims(m, t, d);
+    size_t n = (size_t)N * d[0] * d[1] * d[2];
+    if (n > t->cap) {
+        free(t->values); free(t->grad);
+        t->values = xmalloc(n * sizeof *t->values);
+        t->grad = xmalloc(n * sizeof *t->grad);
+        t->cap = n;
+    }
+    return grad ? t->grad : t->values;
+}
+
+/* [C, N, HW] (the arena's layout) to [N, C, HW] */
+static void to_nchw(float *dst, const float *src, int C, int N, size_t hw) {
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++)
+            memcpy(dst + ((size_t)n * C + c) * hw, src + ((size_t)c * N + n) * hw, hw * sizeof *dst);
+}
+
+/* After op i in forward: the values of the taps it completes, from what the arena
+ * keeps (a unit's xhat through its BN and ReLU, as its readers see it). */
+static void take_tap_values(Model *m, int i, int N) {
+    Net *net = m->net;
+    for (int k = 0; k < net->ntaps; k++) {
+        Tap *t = &net->taps[k];
+        if (!(t->on & 1) || t->kind != TAP_TENSOR || t->last_writer != i) continue;
+        const Tensor *tt = &net->tensors[t->tensor], *r = &net->tensors[tt->root];
+        size_t plane = (size_t)N * tt->H * tt->W;
+        float *cn = xmalloc(plane * tt->C * sizeof *cn);
+        if (r->affine < 0)
+            memcpy(cn, tensor_at(m, t->tensor, N), plane * tt->C * sizeof *cn);
+        else if (net->saved_bf16)
+            bn_relu_apply_bf16(cn, stored_bf16(m, t->tensor, N), net->act_scale + r->affine + tt->choff,
+                               net->act_shift + r->affine + tt->choff, tt->C, plane);
+        else
+            bn_relu_apply(cn, tensor_at(m, t->tensor, N), net->act_scale + r->affine + tt->choff,
+                          net->act_shift + r->affine + tt->choff, tt->C, plane);
+        to_nchw(tap_buffer(m, t, 0, N), cn, tt->C, N, (size_t)tt->H * tt->W);
+        free(cn);
+    }
+}
+
+/* Before backward event ev: the gradients of the taps whose module output it is
+ * about to consume, whole now (every reader's backward has run). */
+static void take_tap_grads(Model *m, int ev, int N) {
+    Net *net = m->net;
+    for (int k = 0; k < net->ntaps; k++) {
+        Tap *t = &net->taps[k];
+        if (!(t->on & 2) || t->kind != TAP_TENSOR || t->first_backward != ev) continue;
+        const Tensor *tt = &net->tensors[t->tensor], *r = &net->tensors[tt->root];
+        const float *g = net->arena + r->grad_offset * N + (size_t)tt->choff * N * tt->H * tt->W;
+        to_nchw(tap_buffer(m, t, 1, N), g, tt->C, N, (size_t)tt->H * tt->W);
+    }
+}
+
+/* The head's taps: features [C, N], logits [N, K] (values or gradients). */
+static void take_head_taps(Model *m, TapKind kind, int grad, const float *src, int N) {
+    Net *net = m->net;
+    for (int k = 0; k < net->ntaps; k++) {
+        Tap *t = &net->taps[k];
+        if (!(t->on & (grad ? 2 : 1)) || t->kind != kind) continue;
+        int d[3];
+        tap_dims(m, t, d);
+        float *dst = tap_buffer(m, t, grad, N);
+        if (kind == TAP_FEATURES) to_nchw(dst, src, d[0], N, 1);
+        else memcpy(dst, src, (size_t)N * d[0] * sizeof *dst);
+    }
+}
+
+int model_tap_count(const Model *m) { return m->net->ntaps; }
+const char *model_tap_name(const Model *m, int tap) { return m->net->taps[tap].name; }
+
+int model_tap_find(const Model *m, const char *name) {
+    for (int k = 0; k < m->net->ntaps; k++) if (!strcmp(m->net->taps[k].name, name)) return k;
+    return -1;
+}
+
+void model_tap_shape(const Model *m, int tap, int dims[3]) { tap_dims(m, &m->net->taps[tap], dims); }
+
+void model_tap_on(Model *m, int tap, int what) {
+    Net *net = m->net;
+    Tap *t = &net->taps[tap];
+    t->on = what;
+    if (t->kind == TAP_TENSOR) {      /* the ops that write into the module's channels */
+        const Tensor *tt = &net->tensors[t->tensor];
+        t->last_writer = -1;
+        t->first_backward = net->nops + 1;
+        for (int i = 0; i < net->nops; i++) {
+            const Tensor *o = &net->tensors[net->ops[i].out];
+            if (o->root != tt->root || o->choff >= tt->choff + tt->C || o->choff + o->C <= tt->choff) continue;
+            t->last_writer = i;
+            if (net->backward_event[i] < t->first_backward) t->first_backward = net->backward_event[i];
+        }
+    }
+    net->taps_on = 0;
+    for (int k = 0; k < net->ntaps; k++) net->taps_on |= net->taps[k].on;
+}
+
+const float *model_tap_values(const Model *m, int tap, int grad) {
+    const Tap *t = &m->net->taps[tap];
+    if (!(t->on & (grad ? 2 : 1))) return NULL;
+    return grad ? t->grad : t->values;
+}
+
 /* Forward through every op; train selects batch statistics (in groups). */
 static void forward_ops(Model *m, int N, int train, int groups) {
     Net *net = m->net;
@@ -767,7 +940,11 @@ static void forward_ops(Model *m, int N, int train, int groups) {
     for (int i = 0; i < net->nops; i++) {
         const Op *op = &net->ops[i];
         const Tensor *ti = &net->tensors[op->in], *to = &net->tensors[op->out];
-        if (op->kind != OP_CONV) { pool_forward(m, op, N); continue; }
+        if (op->kind != OP_CONV) {
+            pool_forward(m, op, N);
+            if (net->taps_on) take_tap_values(m, i, N);
+            continue;
+        }
         BatchNorm *bn = &m->bns[op->bn];
         float *y = made_at(m, i, 0, N);          /* conv output, then xhat in place */
         uint16_t *xhat16 = net->saved_bf16 ? stored_bf16(m, op->out, N) : NULL;
@@ -799,6 +976,7 @@ static void forward_ops(Model *m, int N, int train, int groups) {
             bn_forward_eval(y, xhat16, rm, rv, bn->channels, M, BN_EPS);
         }
         prof_pop();
+        if (net->taps_on) take_tap_values(m, i, N);
     }
 }
 
@@ -821,6 +999,7 @@ static void backward_ops(Model *m, int N, int groups) {
         int i = net->backward_order[ev - 1];
         const Op *op = &net->ops[i];
         const Tensor *ti = &net->tensors[op->in], *to = &net->tensors[op->out];
+        if (net->taps_on) take_tap_grads(m, ev, N);
         float *dout = grad_at(m, op->out, N, ev);
         float *din = op->in == net->input ? NULL : grad_at(m, op->in, N, ev);
         if (op->kind == OP_CONV) {
@@ -885,9 +1064,14 @@ double model_train_step(Model *m, const float *x, const int64_t *y, const float 
     const Tensor *tf = &net->tensors[net->features];
     int C = tf->C, K = m->cfg.classes, HW = tf->H * tf->W;
     gap_forward(net->feat, activations(m, net->features, N), C, N, HW);
+    if (net->taps_on) take_head_taps(m, TAP_FEATURES, 0, net->feat, N);
     if (m->cfg.dropout > 0) dropout_forward(net->feat, net->drop_mask, C, N, m->cfg.dropout, dropout_seed, keys);
     linear_forward(net->logits, net->feat, P(m, net->linear_w), P(m, net->linear_b), C, N, K);
     double loss = softmax_xent(net->dlogits, net->logits, y, targets, N, K, m->label_smoothing, 1.0f);
+    if (net->taps_on) {
+        take_head_taps(m, TAP_LOGITS, 0, net->logits, N);
+        take_head_taps(m, TAP_LOGITS, 1, net->dlogits, N);
+    }
     if (logits_out) memcpy(logits_out, net->logits, (size_t)N * K * sizeof *logits_out);
 
     zero_floats(m->grads, m->nparam_floats);
@@ -902,6 +1086,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, const float 
     grad_done(m, net->linear_w);
     grad_done(m, net->linear_b);
     if (m->cfg.dropout > 0) dropout_backward(net->dfeat, net->drop_mask, (int64_t)C * N, m->cfg.dropout);
+    if (net->taps_on) take_head_taps(m, TAP_FEATURES, 1, net->dfeat, N);
     gap_backward(grad_at(m, net->features, N, 0), net->dfeat, C, N, HW);
 
     if (net->aux_input >= 0) {
@@ -911,6 +1096,10 @@ double model_train_step(Model *m, const float *x, const int64_t *y, const float 
         linear_forward(net->aux_logits, net->aux_feat, P(m, net->aux_w), P(m, net->aux_b), Ca, N, K);
         loss += AUX_LOSS_WEIGHT * softmax_xent(net->daux_logits, net->aux_logits, y, targets, N, K, m->label_smoothing,
                                                AUX_LOSS_WEIGHT);
+        if (net->taps_on) {
+            take_head_taps(m, TAP_AUX_LOGITS, 0, net->aux_logits, N);
+            take_head_taps(m, TAP_AUX_LOGITS, 1, net->daux_logits, N);
+        }
         memset(net->daux_feat, 0, (size_t)Ca * N * sizeof *net->daux_feat);
         linear_backward(net->daux_feat, G(m, net->aux_w), G(m, net->aux_b), net->daux_logits, net->aux_feat,
                         P(m, net->aux_w), Ca, N, K);
@@ -934,6 +1123,10 @@ void model_eval(Model *m, const float *x, int N, float *logits) {
     int C = tf->C;
     gap_forward(net->feat, activations(m, net->features, N), C, N, tf->H * tf->W);
     linear_forward(logits, net->feat, P(m, net->linear_w), P(m, net->linear_b), C, N, m->cfg.classes);
+    if (net->taps_on) {
+        take_head_taps(m, TAP_FEATURES, 0, net->feat, N);
+        take_head_taps(m, TAP_LOGITS, 0, logits, N);
+    }
 }
 
 const float *model_aux_logits(const Model *m) { return m->net->aux_logits; }

@@ -91,6 +91,21 @@ void model_ema_update(Model *m, double decay, uint64_t step);
 /* Puts the moving average in place of the weights and statistics (to evaluate or
  * export it); dies when the model keeps none. */
 void model_use_ema(Model *m);
+/* Taps: a module's output, and in training the gradient of the loss with respect to
+ * it, taken out of a step. Modules are named as PyTorch's named_modules() names those
+ * of tests/pytorch/inceptionv3.py: every BasicConv2d (and its .relu), the Sequential
+ * branches, the Mixed blocks, the pool branches of Mixed_6a and Mixed_7a, avgpool
+ * ([C,1,1]), linear (the logits), AuxLogits.pool/.conv0/.conv1/.fc. The insides of a
+ * BasicConv2d (.conv, .bn) are fused and never stored: not taps. */
+int model_tap_count(const Model *m);
+const char *model_tap_name(const Model *m, int tap);
+int model_tap_find(const Model *m, const char *name);        /* -1: no such tap */
+void model_tap_shape(const Model *m, int tap, int dims[3]);  /* C, H, W of one image */
+/* Takes tap's values (what & 1) and gradient (what & 2) in the passes to come; 0: off.
+ * With every tap off, a step costs what it did without them. */
+void model_tap_on(Model *m, int tap, int what);
+/* [N, C, H, W] of the last pass (gradients: the last training step), NULL when off. */
+const float *model_tap_values(const Model *m, int tap, int grad);
 /* SGD over every parameter (PyTorch's, nesterov as its nesterov=True). */
 void model_sgd(Model *m, float lr, float momentum, float weight_decay, int nesterov);
 #endif
