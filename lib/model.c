@@ -905,7 +905,11 @@ int model_tap_find(const Model *m, const char *name) {
     return -1;
 }
 
-void model_tap_shape(const Model *m, int tap, int dims[3]) { tap_dims(m, &m->net->taps[tap], dims); }
+int model_tap_shape(const Model *m, int tap, int dims[3]) {
+    const Tap *t = &m->net->taps[tap];
+    tap_dims(m, t, dims);
+    return t->kind == TAP_LOGITS || t->kind == TAP_AUX_LOGITS ? 2 : 4;
+}
 
 void model_tap_on(Model *m, int tap, int what) {
     Net *net = m->net;

@@ -100,7 +100,9 @@ void model_use_ema(Model *m);
 int model_tap_count(const Model *m);
 const char *model_tap_name(const Model *m, int tap);
 int model_tap_find(const Model *m, const char *name);        /* -1: no such tap */
-void model_tap_shape(const Model *m, int tap, int dims[3]);  /* C, H, W of one image */
+/* C, H, W of one image; returns the rank of a batch of them as PyTorch has it (4; 2
+ * for the logits, linear and AuxLogits.fc, whose H and W are 1) */
+int model_tap_shape(const Model *m, int tap, int dims[3]);
 /* Takes tap's values (what & 1) and gradient (what & 2) in the passes to come; 0: off.
  * With every tap off, a step costs what it did without them. */
 void model_tap_on(Model *m, int tap, int what);

@@ -46,18 +46,32 @@ static const char USAGE[] =
     "      --eval                  forward only: emit logits [B,K] with y and idx passed on\n"
     "      --ema-weights           with --eval: the checkpoint's moving average of the weights\n"
     "      --tta flip              with --eval: the mean of the logits of each image and its mirror\n"
-    "  -o, --output FILE  --level L  --raw    stream output options of --eval\n"
+    "      --tap NAME[,NAME..]     write the output of each module NAME (PyTorch's named_modules():\n"
+    "                              Mixed_5b, Mixed_6e.branch7x7stack.3, avgpool, ...) as a record\n"
+    "                              tap.NAME [B,C,H,W]; in training to the stream (-o, or standard\n"
+    "                              output when --log takes the log)\n"
+    "      --tap-grad NAME[,..]    training: the gradient of the loss there too (tapgrad.NAME)\n"
+    "      --features              with --eval: the pooled penultimate features [B, 2048 x width]\n"
+    "      --stats N               training: every N steps, per parameter its norm, its gradient's\n"
+    "                              and update/weight, per block its activations' mean, std, zero\n"
+    "                              share and max |x|, as a JSON line (event stats) in the log\n"
+    "  -o, --output FILE  --level L  --raw    stream output options (--eval, taps)\n"
     "  -h, --help  --version\n";
 
 enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OPT_LR, OPT_MOM,
        OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
        OPT_EXCH, OPT_BUCKET, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
        OPT_RAW, OPT_PROFILE, OPT_AUTOCAST, OPT_NESTEROV, OPT_SMOOTH, OPT_EMA, OPT_EMA_WEIGHTS, OPT_TTA, OPT_KERNELS,
-       OPT_VERSION };
+       OPT_TAP, OPT_TAP_GRAD, OPT_FEATURES, OPT_STATS, OPT_VERSION };
+
+#define MAX_TAPS 64
 
 typedef struct {
     const char *ckpt, *init, *log, *out_path, *exchange;
-    int reinit, eval, no_save, quiet, raw, level, threads, bf16, nesterov, use_ema, tta_flip;
+    int reinit, eval, no_save, quiet, raw, level, threads, bf16, nesterov, use_ema, tta_flip, features;
+    const char *tap_names[MAX_TAPS];   /* --tap and --tap-grad, in order */
+    int tap_what[MAX_TAPS], ntaps;     /* 1: values, 2: gradient */
+    long long stats;                   /* --stats N; 0: off */
     /* use_ema: evaluate the moving average; ema_decay > 0: keep one in training */
     ModelConfig cfg;
     uint64_t seed;
@@ -88,6 +102,8 @@ static void parse_options(int argc, char **argv, Options *o) {
         { "nesterov", no_argument, 0, OPT_NESTEROV }, { "label-smoothing", required_argument, 0, OPT_SMOOTH },
         { "ema", required_argument, 0, OPT_EMA }, { "ema-weights", no_argument, 0, OPT_EMA_WEIGHTS },
         { "tta", required_argument, 0, OPT_TTA }, { "kernels", no_argument, 0, OPT_KERNELS },
+        { "tap", required_argument, 0, OPT_TAP }, { "tap-grad", required_argument, 0, OPT_TAP_GRAD },
+        { "features", no_argument, 0, OPT_FEATURES }, { "stats", required_argument, 0, OPT_STATS },
         { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, OPT_VERSION }, { 0 } };
     *o = (Options){ .level = DEFAULT_ZSTD_LEVEL, .cfg = { 10, 1.0, 0, 0.5f }, .momentum = 0.9, .wd = 5e-4, .bucket_mb = 4,
                     .sched = { SCHED_MULTISTEP, 0.1, 0.2, 1.0, 3, { 30, 60, 80 }, 50, 0 },
@@ -147,6 +163,16 @@ static void parse_options(int argc, char **argv, Options *o) {
             if (strcmp(optarg, "flip")) usage_die("--tta: '%s' is not flip", optarg);
             o->tta_flip = 1;
             break;
+        case OPT_TAP:
+        case OPT_TAP_GRAD:      /* a comma list; the names are checked once the model is built */
+            for (char *save, *t = strtok_r(optarg, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (o->ntaps == MAX_TAPS) usage_die("--tap: more than %d modules", MAX_TAPS);
+                o->tap_names[o->ntaps] = t;
+                o->tap_what[o->ntaps++] = c == OPT_TAP ? 1 : 2;
+            }
+            break;
+        case OPT_FEATURES: o->features = 1; break;
+        case OPT_STATS: o->stats = parse_ll("--stats", optarg, 1, INT64_MAX); break;
         case OPT_KERNELS:
             printf("{\"openblas_core\":\"%s\",\"openblas_coretype\":\"%s\",\"onednn_isa\":\"%s\","
                    "\"bf16\":%d}\n", gemm_openblas_core(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "",
@@ -162,6 +188,12 @@ static void parse_options(int argc, char **argv, Options *o) {
     if (o->eval && (o->exchange || o->init)) usage_die("--eval takes neither --exchange nor --init");
     if (o->eval && o->ema_decay) usage_die("--ema is for training; --eval --ema-weights evaluates the average");
     if (!o->eval && (o->use_ema || o->tta_flip)) usage_die("--ema-weights and --tta are for --eval");
+    if (!o->eval && o->features) usage_die("--features is for --eval (features of the images evaluated)");
+    if (o->eval && o->stats) usage_die("--stats is for training");
+    for (int i = 0; i < o->ntaps; i++)
+        if (o->eval && o->tap_what[i] == 2) usage_die("--tap-grad is for training: --eval computes no gradients");
+    if (!o->eval && o->ntaps && !o->out_path && !o->log)
+        usage_die("--tap in training writes a stream: give -o FILE, or --log FILE so that standard output can carry it");
 }
 
 /* The batch being assembled from the stream: x then y (idx optional; soft, the
@@ -269,7 +301,91 @@ typedef struct {
     double loss_sum, t_start;
     float *logits;
     size_t logits_cap;
+    int stream_out;           /* a stream goes out: --eval, or taps in training */
+    int tap_id[MAX_TAPS], tap_what[MAX_TAPS], ntaps;    /* the taps asked for, each once */
+    int features_tap;         /* --features: avgpool's values; -1: off */
+    float *params_before;     /* --stats: the weights before the step */
 } Run;
+
+static int edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    int *row = xmalloc((lb + 1) * sizeof *row);
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    int d = row[lb];
+    free(row);
+    return d;
+}
+
+/* A module name that is no tap: a usage error naming the five nearest that are. */
+static void unknown_tap(const Model *m, const char *name) {
+    int n = model_tap_count(m), best[5] = { -1, -1, -1, -1, -1 }, dist[5];
+    for (int k = 0; k < n; k++) {
+        int d = edit_distance(name, model_tap_name(m, k));
+        for (int j = 0; j < 5; j++)
+            if (best[j] < 0 || d < dist[j]) {
+                for (int q = 4; q > j; q--) { best[q] = best[q - 1]; dist[q] = dist[q - 1]; }
+                best[j] = k; dist[j] = d;
+                break;
+            }
+    }
+    char list[600] = "";
+    for (int j = 0; j < 5 && best[j] >= 0; j++) {
+        strncat(list, j ? ", " : "", sizeof list - strlen(list) - 1);
+        strncat(list, model_tap_name(m, best[j]), sizeof list - strlen(list) - 1);
+    }
+    usage_die("--tap: no module '%s' to tap; the nearest: %s (a BasicConv2d's .conv and .bn are fused, never stored)",
+              name, list);
+}
+
+/* The taps asked for, each module once with everything asked of it. */
+static void open_taps(Run *r) {
+    const Options *o = &r->o;
+    r->features_tap = -1;
+    for (int i = 0; i < o->ntaps; i++) {
+        int id = model_tap_find(r->m, o->tap_names[i]), k = 0;
+        if (id < 0) unknown_tap(r->m, o->tap_names[i]);
+        while (k < r->ntaps && r->tap_id[k] != id) k++;
+        if (k == r->ntaps) { r->tap_id[k] = id; r->tap_what[k] = 0; r->ntaps++; }
+        r->tap_what[k] |= o->tap_what[i];
+    }
+    for (int k = 0; k < r->ntaps; k++) model_tap_on(r->m, r->tap_id[k], r->tap_what[k]);
+    if (o->features) {
+        r->features_tap = model_tap_find(r->m, "avgpool");
+        int k = 0;
+        while (k < r->ntaps && r->tap_id[k] != r->features_tap) k++;
+        model_tap_on(r->m, r->features_tap, k < r->ntaps ? r->tap_what[k] | 1 : 1);
+    }
+}
+
+/* The batch's taps (tap.NAME, tapgrad.NAME) and --features, into the stream. */
+static void write_taps(Run *r, int N) {
+    for (int k = 0; k < r->ntaps; k++) {
+        int d[3], rank = model_tap_shape(r->m, r->tap_id[k], d);
+        int64_t dims[4] = { N, d[0], d[1], d[2] };
+        for (int grad = 0; grad < 2; grad++) {
+            if (!(r->tap_what[k] & (grad ? 2 : 1))) continue;
+            char name[160];
+            snprintf(name, sizeof name, "%s.%s", grad ? "tapgrad" : "tap", model_tap_name(r->m, r->tap_id[k]));
+            sw_write(r->out.w, name, DT_F32, rank, dims, model_tap_values(r->m, r->tap_id[k], grad));
+        }
+    }
+    if (r->features_tap >= 0) {
+        int d[3];
+        model_tap_shape(r->m, r->features_tap, d);
+        sw_write(r->out.w, "features", DT_F32, 2, (int64_t[]){ N, d[0] }, model_tap_values(r->m, r->features_tap, 0));
+    }
+}
 
 static void open_run(Run *r, int argc, char **argv) {
     Options *o = &r->o;
@@ -288,9 +404,11 @@ static void open_run(Run *r, int argc, char **argv) {
     }
     r->m->label_smoothing = (float)o->label_smoothing;
     r->in = sr_open_path(optind < argc ? argv[optind] : "-");
+    open_taps(r);
     r->log = stdout;
-    if (o->eval) output_open(&r->out, o->out_path, o->raw, o->level);
-    else if (o->log && !(r->log = fopen(o->log, "a"))) die("cannot open log %s: %s", o->log, strerror(errno));
+    r->stream_out = o->eval || r->ntaps;
+    if (r->stream_out) output_open(&r->out, o->out_path, o->raw, o->level);
+    if (!o->eval && o->log && !(r->log = fopen(o->log, "a"))) die("cannot open log %s: %s", o->log, strerror(errno));
     r->ex = o->exchange ? exchange_open(o->exchange, r->m, o->bucket_mb) : NULL;
     r->t_start = now_seconds();
 }
@@ -322,7 +440,7 @@ static int read_batch(Run *r, Batch *b) {
         }
         if (!strcmp(rec->name, "meta") && rec->dtype == DT_U8) {
             start_epoch(r, rec);
-            if (r->o.eval) sw_write_record(r->out.w, rec);
+            if (r->stream_out) sw_write_record(r->out.w, rec);
         } else if (!strcmp(rec->name, "x")) {
             record_swap(&b->x, rec);
             b->have_x = 1;
@@ -364,6 +482,7 @@ static void eval_batch(Run *r, Batch *b, int N) {
     }
     if (b->have_idx) sw_write_record(r->out.w, &b->idx);
     sw_write(r->out.w, "logits", DT_F32, 2, (int64_t[]){ N, K }, r->logits);
+    write_taps(r, N);
     if (b->have_soft) sw_write_record(r->out.w, &b->soft);     /* evaluate says it cannot score them */
     sw_write_record(r->out.w, &b->y);
 }
@@ -376,6 +495,67 @@ static void log_step(Run *r, const float metrics[2], double lr, int N, double se
     double elapsed = now_seconds() - r->t_start;
     progress(r->o.quiet, r->epoch, r->seen, r->batches, r->loss_sum / r->trained, r->images / elapsed,
              r->batches > r->seen ? elapsed / r->trained * (r->batches - r->seen) : 0);
+}
+
+/* --stats: the modules whose activations every stats step describes: the stem's units
+ * and the blocks (top-level names), and the taps asked for. */
+static int is_stats_tap(const Run *r, int id) {
+    int d[3];
+    if (model_tap_shape(r->m, id, d) != 4 || d[1] == 1) return 0;     /* not the head */
+    if (!strchr(model_tap_name(r->m, id), '.')) return 1;
+    for (int k = 0; k < r->ntaps; k++) if (r->tap_id[k] == id && (r->tap_what[k] & 1)) return 1;
+    return 0;
+}
+
+static void stats_taps(Run *r, int on) {
+    for (int id = 0; id < model_tap_count(r->m); id++) {
+        if (!is_stats_tap(r, id)) continue;
+        int what = 0;
+        for (int k = 0; k < r->ntaps; k++) if (r->tap_id[k] == id) what = r->tap_what[k];
+        model_tap_on(r->m, id, on ? what | 1 : what);
+    }
+}
+
+static double norm2(const float *v, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)v[i] * v[i];
+    return sqrt(s);
+}
+
+/* One JSON line: per parameter [norm, gradient norm, |update| / norm], per module
+ * [mean, std, share of zeros, max |x|] of its activations in this step. */
+static void log_stats(Run *r, int N) {
+    Model *m = r->m;
+    fprintf(r->log, "{\"event\":\"stats\",\"epoch\":%llu,\"step\":%llu,\"params\":{",
+            (unsigned long long)r->epoch, (unsigned long long)r->st.step);
+    for (int i = 0; i < m->nparams; i++) {
+        const Param *p = &m->pinfo[i];
+        const float *w = m->params + p->offset, *before = r->params_before + p->offset;
+        double wn = norm2(before, p->size), du = 0;
+        for (size_t j = 0; j < p->size; j++) du += ((double)w[j] - before[j]) * ((double)w[j] - before[j]);
+        fprintf(r->log, "%s\"%s\":[%.6g,%.6g,%.6g]", i ? "," : "", p->name, wn, norm2(m->grads + p->offset, p->size),
+                wn > 0 ? sqrt(du) / wn : 0.0);
+    }
+    fprintf(r->log, "},\"activations\":{");
+    int first = 1;
+    for (int id = 0; id < model_tap_count(m); id++) {
+        if (!is_stats_tap(r, id)) continue;
+        int d[3];
+        model_tap_shape(m, id, d);
+        size_t n = (size_t)N * d[0] * d[1] * d[2], zeros = 0;
+        const float *v = model_tap_values(m, id, 0);
+        double sum = 0, sq = 0, mx = 0;
+        for (size_t j = 0; j < n; j++) {
+            sum += v[j]; sq += (double)v[j] * v[j];
+            zeros += v[j] == 0;
+            if (fabs(v[j]) > mx) mx = fabs(v[j]);
+        }
+        double mean = sum / n, var = sq / n - mean * mean;
+        fprintf(r->log, "%s\"%s\":[%.6g,%.6g,%.6g,%.6g]", first ? "" : ",", model_tap_name(m, id), mean,
+                sqrt(var > 0 ? var : 0), (double)zeros / n, mx);
+        first = 0;
+    }
+    fprintf(r->log, "}}\n");
 }
 
 /* One SGD step on the batch (its gradient averaged with the other workers' under
@@ -394,6 +574,8 @@ static void train_batch(Run *r, Batch *b, int N) {
     for (int i = 0; i < N; i++)
         b->keys[i] = b->have_idx ? (uint64_t)((int64_t *)b->idx.data)[i] : r->images_seen + i;
     if (r->ex) exchange_step_begin(r->ex);
+    int stats = o->stats && (r->st.step + 1) % (uint64_t)o->stats == 0;
+    if (stats) stats_taps(r, 1);
     double loss = model_train_step(r->m, b->xf, b->labels, b->have_soft ? b->soft.data : NULL, N, groups, mix64(r->st.seed) ^ r->st.step,
                                    b->keys, r->logits);
     r->images_seen += N;
@@ -404,12 +586,25 @@ static void train_batch(Run *r, Batch *b, int N) {
         die("step %llu: loss is %s; stopping, %s keeps its last good state",
             (unsigned long long)r->st.step + 1, isnan(metrics[0]) ? "NaN" : "infinite", o->ckpt);
     double lr = schedule_lr(&o->sched, r->st.step);
+    if (stats) {
+        if (!r->params_before) r->params_before = xmalloc(r->m->nparam_floats * sizeof *r->params_before);
+        memcpy(r->params_before, r->m->params, r->m->nparam_floats * sizeof *r->params_before);
+    }
     model_sgd(r->m, (float)lr, (float)o->momentum, (float)o->wd, o->nesterov);
     r->st.step++; r->trained++; r->images += N;
     if (o->ema_decay > 0) model_ema_update(r->m, o->ema_decay, r->st.step);
     r->loss_sum += metrics[0];
     r->correct_sum += (uint64_t)llround(metrics[1] * N);
     log_step(r, metrics, lr, N, now_seconds() - t0);
+    if (stats) {
+        log_stats(r, N);
+        stats_taps(r, 0);
+    }
+    if (r->stream_out) {        /* the taps of the step, with the images' numbers and labels */
+        if (b->have_idx) sw_write_record(r->out.w, &b->idx);
+        write_taps(r, N);
+        sw_write_record(r->out.w, &b->y);
+    }
     if (o->save_every && r->st.step % o->save_every == 0 && !o->no_save) checkpoint_save(o->ckpt, r->m, &r->st);
 }
 
@@ -417,9 +612,8 @@ static void train_batch(Run *r, Batch *b, int N) {
  * end record of the logits stream (--eval). */
 static void finish_run(Run *r) {
     const Options *o = &r->o;
-    if (o->eval) {
-        output_close(&r->out);
-    } else {
+    if (r->stream_out) output_close(&r->out);
+    if (!o->eval) {
         if (!o->quiet && isatty(2)) fputc('\n', stderr);
         if (r->trained && !o->no_save) checkpoint_save(o->ckpt, r->m, &r->st);
         if (r->trained) {
@@ -435,6 +629,7 @@ static void finish_run(Run *r) {
         if (r->ex) exchange_close(r->ex);
     }
     sr_close(r->in);
+    free(r->params_before);
     model_free(r->m);
 }
 
