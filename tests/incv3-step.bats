@@ -222,3 +222,85 @@ for k in (0, 1):
     assert np.abs(t - want).max() <= 1e-6 * np.abs(want).max(), np.abs(t - want).max()
     assert np.abs(t - p).max() > 1e-3 * np.abs(p).max(), 'a mirror gave the same logits'"
 }
+
+@test "taps in evaluation: tap.NAME records of the modules' shapes beside the logits; unknown names list the nearest" {
+    cifar-decode -b 200 --limit 400 --shuffle 1 --drop-last "$TRAIN" | incv3-step -c "$T/m.ckpt" --width 0.125 --quiet --log /dev/null
+    cifar-decode -b 10 --limit 20 "$SAMPLE/test_batch.bin.zst" \
+        | incv3-step --eval -c "$T/m.ckpt" --tap Mixed_5b,Mixed_6e.branch7x7stack.3 --tap linear,avgpool > "$T/taps.tz"
+    run tensor ls "$T/taps.tz"
+    assert_line --regexp '^tap\.Mixed_5b +f32 +\[10,32,30,30\]'
+    assert_line --regexp '^tap\.Mixed_6e\.branch7x7stack\.3 +f32 +\[10,24,14,14\]'
+    assert_line --regexp '^tap\.avgpool +f32 +\[10,256,1,1\]'
+    [ "$(grep -c '^tap\.linear ' <<< "$output")" -eq 2 ]
+    # linear's tap is the logits, bit for bit
+    for what in logits tap.linear; do tensor export $what -i 1 -o "$T/$what.npy" "$T/taps.tz"; done
+    cmp <(tail -c 400 "$T/logits.npy") <(tail -c 400 "$T/tap.linear.npy")
+    for bad in "--tap Mixed_5b.branch1x1.conv" "--tap Mixed_9z" "--tap-grad Mixed_5b"; do
+        run incv3-step --eval -c "$T/m.ckpt" $bad "$T/taps.tz"
+        assert_failure 2
+        assert_one_line_error incv3-step
+    done
+    run incv3-step --eval -c "$T/m.ckpt" --tap Mixed_5b.branch1x1.conv "$T/taps.tz"
+    assert_output --partial "the nearest: Mixed_5b.branch1x1.relu, Mixed_5b.branch1x1"
+}
+
+@test "taps in training: values and gradients per step into the stream, the weights as without them" {
+    cifar-decode -b 32 --limit 128 --shuffle 1 --drop-last "$TRAIN" -o "$T/in.tz"
+    incv3-step -c "$T/plain.ckpt" --width 0.125 --quiet --log /dev/null "$T/in.tz"
+    incv3-step -c "$T/tapped.ckpt" --width 0.125 --quiet --log /dev/null --tap Mixed_6a --tap-grad Mixed_6a,linear \
+        -o "$T/taps.tz" "$T/in.tz"
+    [ "$(digest "$T/plain.ckpt")" = "$(digest "$T/tapped.ckpt")" ]
+    run tensor ls "$T/taps.tz"
+    [ "$(grep -c '^tap\.Mixed_6a ' <<< "$output")" -eq 4 ]
+    [ "$(grep -c '^tapgrad\.Mixed_6a ' <<< "$output")" -eq 4 ]
+    [ "$(grep -c '^tapgrad\.linear ' <<< "$output")" -eq 4 ]
+    [ "$(grep -c '^y ' <<< "$output")" -eq 4 ]
+    # the logits' gradient is softmax minus one-hot, over the batch: rows sum to 0
+    tensor export tapgrad.linear -o "$T/g.npy" "$T/taps.tz"
+    run "$PY" -c "import numpy as np; g = np.load('$T/g.npy'); print(g.shape, abs(g.sum(1)).max() < 1e-6, (g.argmin(1) >= 0).all())"
+    assert_output "(32, 10) True True"
+    # the stream needs a place of its own
+    run incv3-step -c "$T/x.ckpt" --width 0.125 --tap Mixed_6a "$T/in.tz"
+    assert_failure 2
+    assert_one_line_error incv3-step
+    [ ! -e "$T/x.ckpt" ]
+}
+
+@test "--features: the pooled penultimate vector; a linear fit on it gives back the model's logits" {
+    cifar-decode -b 200 --limit 400 --shuffle 1 --drop-last "$TRAIN" | incv3-step -c "$T/m.ckpt" --width 0.125 --quiet --log /dev/null
+    cifar-decode -b 600 --limit 600 "$SAMPLE/test_batch.bin.zst" | incv3-step --eval -c "$T/m.ckpt" --features > "$T/f.tz"
+    tensor export features -o "$T/features.npy" "$T/f.tz"
+    tensor export logits -o "$T/logits.npy" "$T/f.tz"
+    run "$PY" - "$T" <<'PYEOF'
+import sys, numpy as np
+d = sys.argv[1]
+f, z = np.load(d + "/features.npy").astype(np.float64), np.load(d + "/logits.npy").astype(np.float64)
+assert f.shape == (600, 256), f.shape
+a = np.hstack([f, np.ones((600, 1))])
+w, *_ = np.linalg.lstsq(a[:400], z[:400], rcond=None)      # fitted on 400 images
+pred = a[400:] @ w                                          # and held against the other 200
+print(np.abs(pred - z[400:]).max() / np.abs(z[400:]).max() < 1e-3, (pred.argmax(1) == z[400:].argmax(1)).all())
+PYEOF
+    assert_output "True True"
+    run incv3-step -c "$T/m.ckpt" --features "$T/f.tz"
+    assert_failure 2
+}
+
+@test "--stats N: every N steps each parameter's norms and update ratio, each block's activation statistics" {
+    cifar-decode -b 32 --limit 192 --shuffle 1 --drop-last "$TRAIN" \
+        | incv3-step -c "$T/m.ckpt" --width 0.125 --stats 2 --quiet --log "$T/log"
+    [ "$(grep -c '"event":"stats"' "$T/log")" -eq 3 ]
+    run "$PY" - "$T/log" <<'PYEOF'
+import json, sys
+stats = [json.loads(l) for l in open(sys.argv[1]) if '"stats"' in l]
+s = stats[-1]
+print(s["step"], len(s["params"]), len(s["activations"]))
+w = s["params"]["Mixed_6e.branch7x7stack.3.conv.weight"]
+assert w[0] > 0 and w[1] > 0 and 0 < w[2] < 1, w
+for name, (mean, std, zeros, top) in s["activations"].items():
+    assert mean >= 0 and std >= 0 and 0 <= zeros <= 1 and top >= mean, name
+PYEOF
+    assert_output "6 284 16"
+    run incv3-step --eval -c "$T/m.ckpt" --stats 2 /dev/null
+    assert_failure 2
+}

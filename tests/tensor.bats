@@ -106,3 +106,29 @@ PYEOF
         assert_one_line_error tensor
     done
 }
+
+@test "png draws a feature map as the channels of one image, each stretched; the first tap by default" {
+    cifar-decode -b 4 --limit 4 "$SAMPLE/test_batch.bin.zst" | incv3-step -c "$T/m.ckpt" --width 0.125 --quiet --log /dev/null
+    cifar-decode -b 4 --limit 4 "$SAMPLE/test_batch.bin.zst" | incv3-step --eval -c "$T/m.ckpt" --tap Mixed_5b,Conv2d_1a_3x3 > "$T/t.tz"
+    tensor png -o "$T/m.png" "$T/t.tz"                      # tap.Mixed_5b: 32 maps of 30x30
+    run file "$T/m.png"
+    assert_output --partial "PNG image data, 373 x 373"     # 6 x 6 tiles of 61 + 1
+    tensor png -r tap.Conv2d_1a_3x3 --image 3 --scale 1 -o "$T/c.png" "$T/t.tz"   # 4 maps of 32x32
+    run file "$T/c.png"
+    assert_output --partial "PNG image data, 67 x 67"
+    run tensor png -r tap.Conv2d_1a_3x3 --image 4 -o "$T/no.png" "$T/t.tz"
+    assert_failure 1
+    assert_one_line_error tensor
+    [ ! -e "$T/no.png" ]
+}
+
+@test "plot-stats draws a run's update ratios and dead-ReLU shares" {
+    cifar-decode -b 32 --limit 128 "$SAMPLE/data_batch_1.bin.zst" \
+        | incv3-step -c "$T/m.ckpt" --width 0.125 --stats 1 --quiet --log "$T/log"
+    "$BATS_TEST_DIRNAME/../pipelines/plot-stats" "$T/log" "$T/pics"
+    run file "$T/pics/updates.png" "$T/pics/dead-relu.png"
+    assert_line --regexp "updates.png: +PNG image data, 900 x 600"
+    assert_line --regexp "dead-relu.png: +PNG image data, 900 x 600"
+    run "$BATS_TEST_DIRNAME/../pipelines/plot-stats" "$T/m.ckpt" "$T/pics"
+    assert_failure 1
+}
