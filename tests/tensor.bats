@@ -112,7 +112,7 @@ PYEOF
     cifar-decode -b 4 --limit 4 "$SAMPLE/test_batch.bin.zst" | incv3-step --eval -c "$T/m.ckpt" --tap Mixed_5b,Conv2d_1a_3x3 > "$T/t.tz"
     tensor png -o "$T/m.png" "$T/t.tz"                      # tap.Mixed_5b: 32 maps of 30x30
     run file "$T/m.png"
-    assert_output --partial "PNG image data, 373 x 373"     # 6 x 6 tiles of 61 + 1
+    assert_output --partial "PNG image data, 367 x 367"     # 6 x 6 tiles of 60 + a gap
     tensor png -r tap.Conv2d_1a_3x3 --image 3 --scale 1 -o "$T/c.png" "$T/t.tz"   # 4 maps of 32x32
     run file "$T/c.png"
     assert_output --partial "PNG image data, 67 x 67"
