@@ -242,6 +242,13 @@ for k in (0, 1):
     done
     run incv3-step --eval -c "$T/m.ckpt" --tap Mixed_5b.branch1x1.conv "$T/taps.tz"
     assert_output --partial "the nearest: Mixed_5b.branch1x1.relu, Mixed_5b.branch1x1"
+    # under autocast the taps come from the bf16 the model keeps: near fp32's
+    cifar-decode -b 10 --limit 10 "$SAMPLE/test_batch.bin.zst" -o "$T/ten.tz"
+    for p in fp32 bf16; do
+        incv3-step --eval -c "$T/m.ckpt" --autocast $p --tap Mixed_6a "$T/ten.tz" | tensor export tap.Mixed_6a -o "$T/$p.npy"
+    done
+    run "$PY" -c "import numpy as np; a, b = np.load('$T/fp32.npy'), np.load('$T/bf16.npy'); print(np.linalg.norm(a - b) / np.linalg.norm(a) < 0.02)"
+    assert_output True
 }
 
 @test "taps in training: values and gradients per step into the stream, the weights as without them" {
