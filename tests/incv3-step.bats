@@ -235,7 +235,7 @@ for k in (0, 1):
     # linear's tap is the logits, bit for bit
     for what in logits tap.linear; do tensor export $what -i 1 -o "$T/$what.npy" "$T/taps.tz"; done
     cmp <(tail -c 400 "$T/logits.npy") <(tail -c 400 "$T/tap.linear.npy")
-    for bad in "--tap Mixed_5b.branch1x1.conv" "--tap Mixed_9z" "--tap-grad Mixed_5b"; do
+    for bad in "--tap Mixed_5b.branch1x1.conv" "--tap Mixed_9z" "--tap-grad Mixed_5b" "--tap ," "--tap Mixed_5b,"; do
         run incv3-step --eval -c "$T/m.ckpt" $bad "$T/taps.tz"
         assert_failure 2
         assert_one_line_error incv3-step

@@ -165,6 +165,9 @@ static void parse_options(int argc, char **argv, Options *o) {
             break;
         case OPT_TAP:
         case OPT_TAP_GRAD:      /* a comma list; the names are checked once the model is built */
+            if (!optarg[0] || strspn(optarg, ",") == strlen(optarg) || strstr(optarg, ",,") ||
+                optarg[strlen(optarg) - 1] == ',')
+                usage_die("%s: '%s' is not a list of module names", c == OPT_TAP ? "--tap" : "--tap-grad", optarg);
             for (char *save, *t = strtok_r(optarg, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
                 if (o->ntaps == MAX_TAPS) usage_die("--tap: more than %d modules", MAX_TAPS);
                 o->tap_names[o->ntaps] = t;
