@@ -109,12 +109,15 @@ bench: deps
 	@sh pipelines/setup --bench
 	$(MAKE) all $(BUILD)/bench-gemm
 	bench/run
+	bench/augment
+	bench/taps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(TOOLS:%=$(BUILD)/%) $(DESTDIR)$(PREFIX)/bin/
 	install -m 755 pipelines/train $(DESTDIR)$(PREFIX)/bin/incv3-train
 	install -m 755 pipelines/run_incv3 $(DESTDIR)$(PREFIX)/bin/run_incv3
+	install -m 755 pipelines/plot-stats $(DESTDIR)$(PREFIX)/bin/incv3-plot-stats
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 
