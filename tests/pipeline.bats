@@ -198,3 +198,10 @@ weights() { incv3-ckpt export "$1" "$2"; }
         [ ! -e "$T/r2" ]
     done
 }
+
+@test "installed: incv3-train runs from its own directory and draws --stats with incv3-plot-stats" {
+    make -s -C "$BATS_TEST_DIRNAME/.." BUILD="${INCV3_BUILD:-build}" install DESTDIR="$T/root" PREFIX=/usr > /dev/null
+    [ -x "$T/root/usr/bin/incv3-plot-stats" ]
+    env PATH=/usr/bin:/bin "$T/root/usr/bin/incv3-train" "${tiny[@]}" --epochs 1 --stats 2 --run "$T/run" 2> /dev/null
+    [ -s "$T/run/updates.png" ] && [ -s "$T/run/dead-relu.png" ]
+}
