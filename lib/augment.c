@@ -180,7 +180,7 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
     if (hw > map_cap) { map = xrealloc(map, hw * sizeof *map); map_cap = hw; }
     if (boxes_on && B > boxes_cap) { boxes = xrealloc(boxes, B * sizeof *boxes); boxes_cap = B; }
     if (s->policy_on && 2 * C * hw > scratch_cap) { scratch = xrealloc(scratch, 2 * C * hw); scratch_cap = 2 * C * hw; }
-    if (!geometric) memcpy(tmp.data, in->data, in->nbytes);
+    if (!geometric && s->policy_on) memcpy(tmp.data, in->data, in->nbytes);   /* the policy works in tmp */
     for (int64_t i = 0; i < B && (geometric || boxes_on || s->policy_on); i++) {
         Rng rng;
         rng_seed(&rng, mix64(s->seed) ^ s->epoch, (uint64_t)(keys ? keys[i] : position + i));
@@ -203,12 +203,13 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
             image_op(steps[k].op, steps[k].magnitude, (uint8_t *)tmp.data + i * C * hw, (int)C, (int)H, (int)W,
                      s->fill, scratch);
     }
+    const void *images = geometric || s->policy_on ? tmp.data : in->data;
     if (s->norm.on) {
         record_shape(out, "x", DT_F32, 4, in->dims);
-        normalize_u8(&s->norm, tmp.data, B, hw, out->data);
+        normalize_u8(&s->norm, images, B, hw, out->data);
     } else {
         record_shape(out, "x", in->dtype, 4, in->dims);
-        memcpy(out->data, tmp.data, in->nbytes);
+        memcpy(out->data, images, in->nbytes);
     }
     if (boxes_on) {
         const Normalize *mean = s->norm.on ? &s->norm : &CIFAR10_NORMALIZE;

@@ -108,17 +108,24 @@ PYEOF
     assert_output True
 }
 
-@test "bad options exit 2; normalising f32 images is a data error" {
-    for args in "--crop -1" "--rotate abc" "--normalize imagenet" "--normalize 1,2/3,4" "--nope"; do
+@test "bad options exit 2; normalising f32 images, or a policy on them, is a data error" {
+    for args in "--crop -1" "--rotate abc" "--normalize imagenet" "--normalize 1,2/3,4" "--nope" \
+                "--policy rand" "--policy randaugment:0,9" "--policy randaugment:2,31" "--policy randaugment:2,5,1" \
+                "--policy randaugment:2" "--policy randaugment:2.5,9" "--policy trivialaugment:1" \
+                "--policy autoaugment:imagenet" "--fill 1,2" "--policy autoaugment --fill 256" \
+                "--random-erasing 1.5" "--mixup 0" "--cutmix -1" "--mixup 1 --switch-prob 0.5" \
+                "--classes 10"; do
         run augment $args "$T/in.tz"
         assert_failure 2
         assert_one_line_error augment
     done
     augment --normalize cifar10 "$T/in.tz" -o "$T/f.tz"
-    run augment --normalize cifar10 "$T/f.tz" -o "$T/g.tz"
-    assert_failure 1
-    assert_one_line_error augment
-    [ ! -e "$T/g.tz" ]
+    for args in "--normalize cifar10" "--policy autoaugment"; do
+        run augment $args "$T/f.tz" -o "$T/g.tz"
+        assert_failure 1
+        assert_one_line_error augment
+        [ ! -e "$T/g.tz" ]
+    done
 }
 
 @test "Cutout: one square of the mean colour per image, clipped at the borders, centred anywhere; the crops as without it" {
@@ -174,23 +181,6 @@ print("ok")
 PYEOF
         assert_output ok
     done
-}
-
-@test "policies: bad specifications are usage errors, f32 images a data error" {
-    for args in "--policy rand" "--policy randaugment:0,9" "--policy randaugment:2,31" "--policy randaugment:2,5,1" \
-                "--policy randaugment:2" "--policy randaugment:2.5,9" "--policy trivialaugment:1" \
-                "--policy autoaugment:imagenet" "--fill 1,2" "--policy autoaugment --fill 256" \
-                "--random-erasing 1.5" "--mixup 0" "--cutmix -1" "--mixup 1 --switch-prob 0.5" \
-                "--classes 10"; do
-        run augment $args "$T/in.tz"
-        assert_failure 2
-        assert_one_line_error augment
-    done
-    augment --normalize cifar10 "$T/in.tz" -o "$T/f.tz"
-    run augment --policy autoaugment "$T/f.tz" -o "$T/g.tz"
-    assert_failure 1
-    assert_one_line_error augment
-    [ ! -e "$T/g.tz" ]
 }
 
 @test "RandomErasing: one rectangle of the mean colour on about half the images" {

@@ -18,19 +18,26 @@ SMOOTHING = (0.0, 0.1, 0.2)
 LR, MOMENTUM, WD, STEPS = 0.05, 0.9, 5e-4, 3
 
 
+def xent_records(prefix, logits, target):
+    """loss.PREFIXs and dlogits.PREFIXs of cross_entropy(logits, target) at each smoothing s"""
+    out = []
+    for s in SMOOTHING:
+        z = logits.clone().requires_grad_(True)
+        loss = F.cross_entropy(z, target, label_smoothing=s)
+        loss.backward()
+        tag = prefix + "%g" % s
+        out += [stream_record("loss." + tag, np.array([loss.item()], np.float32)),
+                stream_record("dlogits." + tag, z.grad.numpy())]
+    return out
+
+
 def main(path):
     g = torch.Generator().manual_seed(0)
     out = []
     logits = torch.randn(N, K, generator=g) * 3
     labels = torch.randint(0, K, (N,), generator=g)
     out += [stream_record("logits", logits.numpy()), stream_record("labels", labels.numpy())]
-    for s in SMOOTHING:
-        z = logits.clone().requires_grad_(True)
-        loss = F.cross_entropy(z, labels, label_smoothing=s)
-        loss.backward()
-        tag = "%g" % s
-        out += [stream_record("loss." + tag, np.array([loss.item()], np.float32)),
-                stream_record("dlogits." + tag, z.grad.numpy())]
+    out += xent_records("", logits, labels)
     w = torch.randn(P, generator=g).requires_grad_(True)
     grads = [torch.randn(P, generator=g) for _ in range(STEPS)]
     out.append(stream_record("sgd.w0", w.detach().numpy().copy()))
@@ -45,13 +52,7 @@ def main(path):
     # above keep their values)
     soft = torch.softmax(torch.randn(N, K, generator=g) * 2, dim=1)
     out.append(stream_record("soft", soft.numpy()))
-    for s in SMOOTHING:
-        z = logits.clone().requires_grad_(True)
-        loss = F.cross_entropy(z, soft, label_smoothing=s)
-        loss.backward()
-        tag = "%g" % s
-        out += [stream_record("loss.soft." + tag, np.array([loss.item()], np.float32)),
-                stream_record("dlogits.soft." + tag, z.grad.numpy())]
+    out += xent_records("soft.", logits, soft)
     with open(path, "wb") as f:
         f.write(b"".join(out) + stream_end())
 

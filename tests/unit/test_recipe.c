@@ -10,7 +10,9 @@
 
 #define TOL 1e-6
 
-static void check_label_smoothing(void) {
+/* cross_entropy(logits, target, label_smoothing=s) against the fixture's records
+ * loss.PREFIXs and dlogits.PREFIXs; soft: probability targets (MixUp, CutMix) or NULL */
+static void check_xent(const char *prefix, const char *what, const float *soft) {
     const Record *z = fx("logits");
     int N = (int)z->dims[0], K = (int)z->dims[1];
     const int64_t *y = fx("labels")->data;
@@ -18,32 +20,24 @@ static void check_label_smoothing(void) {
     const char *tags[] = { "0", "0.1", "0.2" };
     const float s[] = { 0.0f, 0.1f, 0.2f };
     for (int i = 0; i < 3; i++) {
-        char name[32];
-        double loss = softmax_xent(d, z->data, y, NULL, N, K, s[i], 1.0f);
-        snprintf(name, sizeof name, "loss.%s", tags[i]);
-        float want = *(const float *)fx(name)->data;
-        CHECK(fabs(loss - want) < TOL * fabs(want), "smoothing %s: loss %.8f, PyTorch %.8f", tags[i], loss, want);
-        snprintf(name, sizeof name, "dlogits.%s", tags[i]);
-        double diff = rel_diff(d, fx(name)->data, (long)N * K);
-        CHECK(diff < TOL, "smoothing %s: d(logits) differs from PyTorch's by %.3g", tags[i], diff);
-        printf("label smoothing %-4s loss %.7f (PyTorch %.7f), d(logits) within %.2e\n", tags[i], loss, want, diff);
-    }
-    /* probability targets (MixUp, CutMix): cross_entropy(z, soft, label_smoothing=s) */
-    const float *soft = fx("soft")->data;
-    for (int i = 0; i < 3; i++) {
         char name[40];
         double loss = softmax_xent(d, z->data, y, soft, N, K, s[i], 1.0f);
-        snprintf(name, sizeof name, "loss.soft.%s", tags[i]);
+        snprintf(name, sizeof name, "loss.%s%s", prefix, tags[i]);
         float want = *(const float *)fx(name)->data;
-        CHECK(fabs(loss - want) < TOL * fabs(want), "soft targets, smoothing %s: loss %.8f, PyTorch %.8f",
-              tags[i], loss, want);
-        snprintf(name, sizeof name, "dlogits.soft.%s", tags[i]);
+        CHECK(fabs(loss - want) < TOL * fabs(want), "%s, smoothing %s: loss %.8f, PyTorch %.8f", what, tags[i],
+              loss, want);
+        snprintf(name, sizeof name, "dlogits.%s%s", prefix, tags[i]);
         double diff = rel_diff(d, fx(name)->data, (long)N * K);
-        CHECK(diff < TOL, "soft targets, smoothing %s: d(logits) differs from PyTorch's by %.3g", tags[i], diff);
-        printf("soft targets, smoothing %-4s loss %.7f (PyTorch %.7f), d(logits) within %.2e\n", tags[i], loss,
+        CHECK(diff < TOL, "%s, smoothing %s: d(logits) differs from PyTorch's by %.3g", what, tags[i], diff);
+        printf("%s, smoothing %-4s loss %.7f (PyTorch %.7f), d(logits) within %.2e\n", what, tags[i], loss,
                want, diff);
     }
     free(d);
+}
+
+static void check_label_smoothing(void) {
+    check_xent("", "labels", NULL);
+    check_xent("soft.", "soft targets", fx("soft")->data);
 }
 
 static void check_nesterov(void) {
