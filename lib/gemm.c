@@ -8,6 +8,7 @@
  * The bf16 copies are packed, rounded to nearest even. Matmul primitives are
  * made once per shape and kept: making one costs far more than small GEMMs. */
 #include "gemm.h"
+#include "profile.h"
 #include "util.h"
 #include <cblas.h>
 #include <dnnl.h>
@@ -229,8 +230,10 @@ static void gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const flo
     dnnl_memory_t bm = wrap(matmul, dnnl_query_weights_md, 0, b16);
     dnnl_memory_t cm = wrap(matmul, dnnl_query_dst_md, 0, C);
     dnnl_exec_arg_t args[] = { { DNNL_ARG_SRC, am }, { DNNL_ARG_WEIGHTS, bm }, { DNNL_ARG_DST, cm } };
+    double start = prof_enabled ? now_seconds() : 0;
     dnnl_check(dnnl_primitive_execute(matmul, thread_stream, 3, args), "matmul");
     dnnl_check(dnnl_stream_wait(thread_stream), "stream");
+    if (prof_enabled) prof_gemm(now_seconds() - start);
     dnnl_memory_destroy(am);
     dnnl_memory_destroy(bm);
     dnnl_memory_destroy(cm);
@@ -242,6 +245,8 @@ void gemm_on(GemmEngine engine, int ta, int tb, int64_t M, int64_t N, int64_t K,
              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
     if (beta != 0.0f && beta != 1.0f) die("internal: gemm takes beta 0 or 1, not %g", beta);
+    /* the profile counts the multiplication alone, not the bf16 engine's conversions */
+    double start = prof_enabled && engine != ENGINE_ONEDNN_BF16 ? now_seconds() : 0;
     switch (engine) {
     case ENGINE_OPENBLAS:
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
@@ -262,6 +267,7 @@ void gemm_on(GemmEngine engine, int ta, int tb, int64_t M, int64_t N, int64_t K,
     default:
         die("internal: no GEMM engine %d", (int)engine);
     }
+    if (start) prof_gemm(now_seconds() - start);
 }
 
 void gemm(GemmKind kind, GemmPass pass, int ta, int tb, int64_t M, int64_t N, int64_t K,

@@ -2,9 +2,10 @@
  * time to its kind and takes it out of the enclosing one. */
 #include "profile.h"
 #include "util.h"
+#include <omp.h>
 
 int prof_enabled;
-static double total[PROF_COUNT];
+static double total[PROF_COUNT], gemm_total[PROF_COUNT];
 static struct { int kind; double start, children; } stack[16];
 static int depth;
 
@@ -28,6 +29,14 @@ void prof_pop(void) {
     if (depth) stack[depth - 1].children += t;
 }
 
+void prof_gemm(double seconds) {
+    if (!prof_enabled || depth == 0) return;
+    int kind = stack[depth - 1].kind;       /* the main thread's: it waits in the region */
+    if (omp_in_parallel()) seconds /= omp_get_num_threads();
+    #pragma omp atomic
+    gemm_total[kind] += seconds;
+}
+
 int prof_conv_kind(int kh, int kw) {
     if (kh == 1 && kw == 1) return PROF_CONV_1X1;
     if (kh == 3 && kw == 3) return PROF_CONV_3X3;
@@ -38,10 +47,11 @@ int prof_conv_kind(int kh, int kw) {
 }
 
 void prof_report(FILE *f) {
-    double sum = 0;
-    for (int i = 0; i < PROF_COUNT; i++) sum += total[i];
+    double sum = 0, gemm_sum = 0;
+    for (int i = 0; i < PROF_COUNT; i++) sum += total[i], gemm_sum += gemm_total[i];
     fprintf(f, "{\"event\":\"profile\",\"seconds\":%.3f", sum);
     for (int i = 0; i < PROF_COUNT; i++)
-        fprintf(f, ",\"%s\":[%.3f,%.4f]", NAMES[i], total[i], sum > 0 ? total[i] / sum : 0);
-    fprintf(f, "}\n");
+        fprintf(f, ",\"%s\":[%.3f,%.4f,%.3f]", NAMES[i], total[i], sum > 0 ? total[i] / sum : 0,
+                gemm_total[i]);
+    fprintf(f, ",\"gemm_share\":%.4f}\n", sum > 0 ? gemm_sum / sum : 0);
 }

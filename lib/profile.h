@@ -1,5 +1,7 @@
 /* profile.h - where a training step's time goes, by layer kind (exclusive time:
- * im2col inside a convolution counts as im2col, not as that convolution). */
+ * im2col inside a convolution counts as im2col, not as that convolution), and
+ * how much of each kind is GEMM: what a faster GEMM engine could still win, and
+ * what only fewer passes over memory can. */
 #ifndef INCV3_PROFILE_H
 #define INCV3_PROFILE_H
 #include <stdio.h>
@@ -13,8 +15,11 @@ enum {
 extern int prof_enabled;
 void prof_push(int kind);
 void prof_pop(void);
+/* Adds a GEMM's seconds to the kind open now. A GEMM inside a parallel region
+ * counts its time over the team's size: the threads run side by side. */
+void prof_gemm(double seconds);
 /* The kind of a convolution by its kernel. */
 int prof_conv_kind(int kh, int kw);
-/* One JSON object: seconds and share per kind. */
+/* One JSON object: per kind [seconds, share, of them in GEMMs]; gemm_share. */
 void prof_report(FILE *f);
 #endif

@@ -311,3 +311,25 @@ PYEOF
     run incv3-step --eval -c "$T/m.ckpt" --stats 2 /dev/null
     assert_failure 2
 }
+
+@test "--profile: every kind's time and its GEMM part; the shares sum to one; the weights as without it" {
+    cifar-decode -b 16 --limit 48 "$TRAIN" -o "$T/d.tz"
+    incv3-step -c "$T/a.ckpt" --width 0.125 --threads 2 --seed 5 --log "$T/log" --profile "$T/d.tz"
+    incv3-step -c "$T/b.ckpt" --width 0.125 --threads 2 --seed 5 --log /dev/null "$T/d.tz"
+    cmp "$T/a.ckpt" "$T/b.ckpt"
+    [ "$(grep -c '"event":"profile"' "$T/log")" = 1 ]
+    grep '"event":"profile"' "$T/log" | python3 -c '
+import json, sys
+p = json.load(sys.stdin)
+kinds = {k: v for k, v in p.items() if isinstance(v, list)}
+assert len(kinds) == 14, kinds
+assert abs(sum(v[1] for v in kinds.values()) - 1) < 0.01, kinds
+assert all(0 <= v[2] <= v[0] + 1e-3 for v in kinds.values()), kinds      # a GEMM part within its kind
+for k in ("conv 1x1", "conv 3x3"):
+    assert kinds[k][2] > 0, k                                              # they multiply
+for k in ("bn+relu", "pooling", "im2col/col2im", "optimizer"):
+    assert kinds[k][2] == 0, k                                             # they do not
+gemm = sum(v[2] for v in kinds.values()) / p["seconds"]
+assert 0.05 < p["gemm_share"] < 0.95 and abs(p["gemm_share"] - gemm) < 2e-3, p
+'
+}
