@@ -75,6 +75,17 @@ static int chunk_images(const ConvShape *cs, int N, int Ho, int Wo) {
     return n > (size_t)N ? N : (int)n;
 }
 
+/* [lo, hi): the outputs ox of a row whose kernel column kj reads inside the
+ * image, 0 <= ox*sw - pw + kj < W; the rest read padding. Found once per row,
+ * the loops over them have no test per element. */
+static void inside_run(const ConvShape *cs, int kj, int W, int Wo, int *lo, int *hi) {
+    int first = kj - cs->pw;                          /* the column output 0 reads */
+    *lo = first < 0 ? (-first + cs->sw - 1) / cs->sw : 0;
+    *hi = W - 1 - first < 0 ? 0 : (W - 1 - first) / cs->sw + 1;
+    if (*hi > Wo) *hi = Wo;
+    if (*lo > *hi) *lo = *hi;
+}
+
 /* col [cin*kh*kw, nc*Ho*Wo] from images n0..n0+nc of in [cin, N, H, W] */
 static void im2col(float *col, const float *in, const ConvShape *cs, int N, int H, int W,
                    int n0, int nc, int Ho, int Wo) {
@@ -90,18 +101,13 @@ static void im2col(float *col, const float *in, const ConvShape *cs, int N, int 
                         float *dst = row + ((int64_t)n * Ho + oy) * Wo;
                         int iy = oy * cs->sh - cs->ph + ki;
                         if (iy < 0 || iy >= H) { memset(dst, 0, Wo * sizeof *dst); continue; }
-                        const float *src = plane + (int64_t)iy * W;
-                        int ix = kj - cs->pw;
-                        if (cs->sw == 1) {          /* contiguous run with zero edges */
-                            int lo = ix < 0 ? -ix : 0, hi = W - ix < Wo ? W - ix : Wo;
-                            if (hi < lo) hi = lo;
-                            memset(dst, 0, lo * sizeof *dst);
-                            memcpy(dst + lo, src + ix + lo, (hi - lo) * sizeof *dst);
-                            memset(dst + hi, 0, (Wo - hi) * sizeof *dst);
-                        } else {
-                            for (int ox = 0; ox < Wo; ox++, ix += cs->sw)
-                                dst[ox] = ix >= 0 && ix < W ? src[ix] : 0.0f;
-                        }
+                        const float *src = plane + (int64_t)iy * W + kj - cs->pw;
+                        int lo, hi;
+                        inside_run(cs, kj, W, Wo, &lo, &hi);
+                        memset(dst, 0, lo * sizeof *dst);
+                        if (cs->sw == 1) memcpy(dst + lo, src + lo, (hi - lo) * sizeof *dst);
+                        else for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * cs->sw];
+                        memset(dst + hi, 0, (Wo - hi) * sizeof *dst);
                     }
                 }
             }
@@ -122,15 +128,11 @@ static void col2im(float *in, const float *col, const ConvShape *cs, int N, int 
                         int iy = oy * cs->sh - cs->ph + ki;
                         if (iy < 0 || iy >= H) continue;
                         const float *src = row + ((int64_t)n * Ho + oy) * Wo;
-                        float *dst = plane + (int64_t)iy * W;
-                        int ix = kj - cs->pw;
-                        if (cs->sw == 1) {          /* the run inside the image, vectorised */
-                            int lo = ix < 0 ? -ix : 0, hi = W - ix < Wo ? W - ix : Wo;
-                            for (int ox = lo; ox < hi; ox++) dst[ox + ix] += src[ox];
-                        } else {
-                            for (int ox = 0; ox < Wo; ox++, ix += cs->sw)
-                                if (ix >= 0 && ix < W) dst[ix] += src[ox];
-                        }
+                        float *dst = plane + (int64_t)iy * W + kj - cs->pw;
+                        int lo, hi;
+                        inside_run(cs, kj, W, Wo, &lo, &hi);
+                        if (cs->sw == 1) for (int ox = lo; ox < hi; ox++) dst[ox] += src[ox];
+                        else for (int ox = lo; ox < hi; ox++) dst[ox * cs->sw] += src[ox];
                     }
                 }
             }

@@ -384,5 +384,9 @@ int main(int argc, char **argv) {
     set_threads(9);             /* the 8 points' GEMMs in slices of rows, each over 5 shifts */
     check_conv("5x5 p2 Winograd, 9 threads", (ConvShape){ 48, 5, 5, 5, 1, 1, 2, 2 }, 2, 8, 8);
     set_threads(2);
+    /* strided, padded: im2col's and col2im's runs inside the image (last: the random
+       data of the cases above stay as they were) */
+    check_conv("3x3 s2 p1", (ConvShape){ 3, 4, 3, 3, 2, 2, 1, 1 }, 2, 8, 8);
+    check_conv("1x5 s(1,3) p(0,2)", (ConvShape){ 2, 3, 1, 5, 1, 3, 0, 2 }, 2, 5, 11);
     return check_summary("gradcheck");
 }
