@@ -49,6 +49,8 @@ $(BUILD)/bench-sgemm: bench/sgemm.c $(BUILD)/libincv3.a
 # libxsmm links statically; BLIS is opened at run time (its BLAS symbols clash with OpenBLAS's).
 $(BUILD)/bench-gemm: bench/gemm.c $(BUILD)/libincv3.a $(wildcard lib/*.h)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a -lxsmm $(LDLIBS) -ldl -lpthread -lrt
+$(BUILD)/bench-winograd: bench/winograd.c $(BUILD)/libincv3.a $(wildcard lib/*.h)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
 $(BUILD)/lib $(BUILD)/tests:
 	mkdir -p $@
 
@@ -107,7 +109,7 @@ demo: deps
 
 bench: deps
 	@sh pipelines/setup --bench
-	$(MAKE) all $(BUILD)/bench-gemm
+	$(MAKE) all $(BUILD)/bench-gemm $(BUILD)/bench-winograd
 	bench/run
 	bench/augment
 	bench/taps
