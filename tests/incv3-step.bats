@@ -313,7 +313,7 @@ PYEOF
 }
 
 @test "--profile: every kind's time and its GEMM part; the shares sum to one; the weights as without it" {
-    cifar-decode -b 16 --limit 48 "$TRAIN" -o "$T/d.tz"
+    cifar-decode -b 16 --limit 96 "$TRAIN" -o "$T/d.tz"
     incv3-step -c "$T/a.ckpt" --width 0.125 --threads 2 --seed 5 --log "$T/log" --profile "$T/d.tz"
     incv3-step -c "$T/b.ckpt" --width 0.125 --threads 2 --seed 5 --log /dev/null "$T/d.tz"
     cmp "$T/a.ckpt" "$T/b.ckpt"
@@ -330,6 +330,7 @@ for k in ("conv 1x1", "conv 3x3"):
 for k in ("bn+relu", "pooling", "im2col/col2im", "optimizer"):
     assert kinds[k][2] == 0, k                                             # they do not
 gemm = sum(v[2] for v in kinds.values()) / p["seconds"]
-assert 0.05 < p["gemm_share"] < 0.95 and abs(p["gemm_share"] - gemm) < 2e-3, p
+rounding = 15 * 0.0005 / p["seconds"]                  # seconds are logged to 3 decimals
+assert 0.05 < p["gemm_share"] < 0.95 and abs(p["gemm_share"] - gemm) < rounding + 1e-3, p
 '
 }
