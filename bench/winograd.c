@@ -98,9 +98,21 @@ static double run(dnnl_primitive_t p, dnnl_exec_arg_t *args, int nargs) {
     return now_seconds() - t;
 }
 
-typedef struct { double fwd, bwd_data, bwd_weights, reorders; float *out; int ok; } Timing;
+typedef struct { double fwd, bwd_data, bwd_weights, reorders; float *out; } Timing;   /* out NULL: no kernel */
 
-/* One way of oneDNN's (alg), REPS times: medians; out: its forward output in CNHW. */
+/* An input of a backward pass in its layout md: the forward pass's own (shared,
+ * in shared_md) where the layouts agree, else a buffer of its own and *fill,
+ * the reorder into it from our layout from_md. */
+static dnnl_memory_t backward_input(const dnnl_memory_desc_t *md, dnnl_memory_t shared,
+                                    const dnnl_memory_desc_t *shared_md, const dnnl_memory_desc_t *from_md,
+                                    dnnl_primitive_t *fill) {
+    if (dnnl_memory_desc_equal(md, shared_md)) { *fill = NULL; return shared; }
+    *fill = reorder(from_md, md);
+    return memory(md, NULL);
+}
+
+/* One way of oneDNN's (alg), REPS times after one untimed (which makes its
+ * kernels): medians; out: its forward output in CNHW. */
 static Timing onednn(dnnl_alg_kind_t alg, const ConvShape *cs, int N, int H, int W, const float *in,
                      const float *weight, const float *dout, int reps) {
     Timing t = { 0 };
@@ -145,49 +157,46 @@ static Timing onednn(dnnl_alg_kind_t alg, const ConvShape *cs, int N, int H, int
     dnnl_memory_t dout_c = memory(&dst_cnhw, (void *)dout), din_c = memory(&src_cnhw, din);
     dnnl_memory_t w_o = memory(&wei_oihw, (void *)weight), dw_o = memory(&wei_oihw, dw);
     dnnl_memory_t src = memory(src_md, NULL), wei = memory(wei_md, NULL), dst = memory(dst_md, NULL);
-    dnnl_memory_t dsrc = memory(dsrc_md, NULL), bd_wei = memory(bd_wei_md, NULL);
-    dnnl_memory_t bd_ddst = memory(bd_ddst_md, NULL), bw_src = memory(bw_src_md, NULL);
-    dnnl_memory_t dwei = memory(dwei_md, NULL), bw_ddst = memory(bw_ddst_md, NULL);
+    dnnl_memory_t dsrc = memory(dsrc_md, NULL), bd_ddst = memory(bd_ddst_md, NULL), dwei = memory(dwei_md, NULL);
     dnnl_primitive_t r_in = reorder(&src_cnhw, src_md), r_w = reorder(&wei_oihw, wei_md);
     dnnl_primitive_t r_out = reorder(dst_md, &dst_cnhw), r_dout = reorder(&dst_cnhw, bd_ddst_md);
-    dnnl_primitive_t r_bdw = reorder(&wei_oihw, bd_wei_md), r_din = reorder(dsrc_md, &src_cnhw);
-    dnnl_primitive_t r_bwin = reorder(&src_cnhw, bw_src_md), r_bwdout = reorder(&dst_cnhw, bw_ddst_md);
-    dnnl_primitive_t r_dw = reorder(dwei_md, &wei_oihw);
+    dnnl_primitive_t r_din = reorder(dsrc_md, &src_cnhw), r_dw = reorder(dwei_md, &wei_oihw);
+    /* the backward passes take forward's weights, input and bd's d(output) where their layouts agree */
+    dnnl_primitive_t r_bdw, r_bwin, r_bwdout;
+    dnnl_memory_t bd_wei = backward_input(bd_wei_md, wei, wei_md, &wei_oihw, &r_bdw);
+    dnnl_memory_t bw_src = backward_input(bw_src_md, src, src_md, &src_cnhw, &r_bwin);
+    dnnl_memory_t bw_ddst = backward_input(bw_ddst_md, bd_ddst, bd_ddst_md, &dst_cnhw, &r_bwdout);
 
-    double *f = xmalloc(reps * sizeof *f), *bd = xmalloc(reps * sizeof *bd), *bw = xmalloc(reps * sizeof *bw);
-    double *ro = xmalloc(reps * sizeof *ro);
-    for (int r = -1; r < reps; r++) {       /* the first, untimed, makes oneDNN's kernels */
-        double *slot[] = { f, bd, bw, ro }, sink[4];
-        if (r < 0) for (int i = 0; i < 4; i++) slot[i] = sink;
-        else for (int i = 0; i < 4; i++) slot[i] += r;
-        /* the reorders a step in our layout would need; bw's inputs are the same
-           tensors as forward's and bd's when their layouts agree */
-        *slot[3] = run_reorder(r_in, in_c, src) + run_reorder(r_w, w_o, wei) +
-                   run_reorder(r_dout, dout_c, bd_ddst) + run_reorder(r_bdw, w_o, bd_wei);
-        if (!dnnl_memory_desc_equal(bw_src_md, src_md)) *slot[3] += run_reorder(r_bwin, in_c, bw_src);
-        else run_reorder(r_bwin, in_c, bw_src);
-        if (!dnnl_memory_desc_equal(bw_ddst_md, bd_ddst_md)) *slot[3] += run_reorder(r_bwdout, dout_c, bw_ddst);
-        else run_reorder(r_bwdout, dout_c, bw_ddst);
+    double *f = xmalloc((reps + 1) * sizeof *f), *bd = xmalloc((reps + 1) * sizeof *bd);
+    double *bw = xmalloc((reps + 1) * sizeof *bw), *ro = xmalloc((reps + 1) * sizeof *ro);
+    for (int r = 0; r <= reps; r++) {
+        /* the reorders a step in our layout would need */
+        ro[r] = run_reorder(r_in, in_c, src) + run_reorder(r_w, w_o, wei) + run_reorder(r_dout, dout_c, bd_ddst);
+        if (r_bdw) ro[r] += run_reorder(r_bdw, w_o, bd_wei);
+        if (r_bwin) ro[r] += run_reorder(r_bwin, in_c, bw_src);
+        if (r_bwdout) ro[r] += run_reorder(r_bwdout, dout_c, bw_ddst);
         dnnl_exec_arg_t fa[] = { { DNNL_ARG_SRC, src }, { DNNL_ARG_WEIGHTS, wei }, { DNNL_ARG_DST, dst } };
-        *slot[0] = run(fwd, fa, 3);
+        f[r] = run(fwd, fa, 3);
         dnnl_exec_arg_t da[] = { { DNNL_ARG_DIFF_DST, bd_ddst }, { DNNL_ARG_WEIGHTS, bd_wei },
                                  { DNNL_ARG_DIFF_SRC, dsrc } };
-        *slot[1] = run(bdata, da, 3);
+        bd[r] = run(bdata, da, 3);
         dnnl_exec_arg_t wa[] = { { DNNL_ARG_SRC, bw_src }, { DNNL_ARG_DIFF_DST, bw_ddst },
                                  { DNNL_ARG_DIFF_WEIGHTS, dwei } };
-        *slot[2] = run(bweights, wa, 3);
-        *slot[3] += run_reorder(r_out, dst, out_c) + run_reorder(r_din, dsrc, din_c) + run_reorder(r_dw, dwei, dw_o);
+        bw[r] = run(bweights, wa, 3);
+        ro[r] += run_reorder(r_out, dst, out_c) + run_reorder(r_din, dsrc, din_c) + run_reorder(r_dw, dwei, dw_o);
     }
-    t.fwd = median(f, reps); t.bwd_data = median(bd, reps); t.bwd_weights = median(bw, reps);
-    t.reorders = median(ro, reps);
+    t.fwd = median(f + 1, reps); t.bwd_data = median(bd + 1, reps); t.bwd_weights = median(bw + 1, reps);
+    t.reorders = median(ro + 1, reps);
     t.out = out;
-    t.ok = 1;
     free(f); free(bd); free(bw); free(ro); free(din); free(dw);
-    dnnl_memory_t ms[] = { in_c, out_c, dout_c, din_c, w_o, dw_o, src, wei, dst, dsrc, bd_wei, bd_ddst, bw_src,
-                           dwei, bw_ddst };
+    dnnl_memory_t ms[] = { in_c, out_c, dout_c, din_c, w_o, dw_o, src, wei, dst, dsrc, bd_ddst, dwei };
     for (size_t i = 0; i < sizeof ms / sizeof *ms; i++) dnnl_memory_destroy(ms[i]);
-    dnnl_primitive_t ps[] = { fwd, bdata, bweights, r_in, r_w, r_out, r_dout, r_bdw, r_din, r_bwin, r_bwdout, r_dw };
-    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) dnnl_primitive_destroy(ps[i]);
+    if (r_bdw) dnnl_memory_destroy(bd_wei);
+    if (r_bwin) dnnl_memory_destroy(bw_src);
+    if (r_bwdout) dnnl_memory_destroy(bw_ddst);
+    dnnl_primitive_t ps[] = { fwd, bdata, bweights, r_in, r_w, r_out, r_dout, r_din, r_dw, r_bdw, r_bwin, r_bwdout };
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++)
+        if (ps[i]) dnnl_primitive_destroy(ps[i]);
     dnnl_primitive_desc_destroy(fpd); dnnl_primitive_desc_destroy(bdpd); dnnl_primitive_desc_destroy(bwpd);
     return t;
 }
@@ -202,19 +211,18 @@ static Timing ours(const ConvShape *cs, int N, int H, int W, const float *in, co
     float *out = xmalloc((size_t)cs->cout * N * H * W * sizeof *out);
     float *din = xcalloc((size_t)cs->cin * N * H * W, sizeof *din);
     float *dw = xcalloc((size_t)cs->cout * cs->cin * 9, sizeof *dw);
-    double *f = xmalloc(reps * sizeof *f), *b = xmalloc(reps * sizeof *b);
-    for (int r = -1; r < reps; r++) {       /* the first, untimed, as oneDNN's */
+    double *f = xmalloc((reps + 1) * sizeof *f), *b = xmalloc((reps + 1) * sizeof *b);
+    for (int r = 0; r <= reps; r++) {       /* the first, untimed, as oneDNN's */
         double t0 = now_seconds();
         conv_forward(out, in, weight, cs, N, H, W, scratch);
         double t1 = now_seconds();
         conv_backward(din, dw, dout, in, weight, cs, N, H, W, scratch);
-        double t2 = now_seconds();
-        if (r >= 0) { f[r] = t1 - t0; b[r] = t2 - t1; }
+        f[r] = t1 - t0;
+        b[r] = now_seconds() - t1;
     }
-    t.fwd = median(f, reps);
-    t.bwd_data = median(b, reps);          /* both backward passes: conv_backward runs them together */
+    t.fwd = median(f + 1, reps);
+    t.bwd_data = median(b + 1, reps);          /* both backward passes: conv_backward runs them together */
     t.out = out;
-    t.ok = 1;
     free(f); free(b); free(scratch); free(din); free(dw);
     return t;
 }
@@ -276,7 +284,7 @@ int main(int argc, char **argv) {
             { dnnl_convolution_winograd, "oneDNN Winograd 4x4" }, { dnnl_convolution_direct, "oneDNN direct" } };
         for (int w = 0; w < 2; w++) {
             Timing d = onednn(WAYS[w].alg, &cs, N, H, W, in, weight, dout, reps);
-            if (!d.ok) { printf("%-34.34s %-22s no kernel for this shape here\n", label, WAYS[w].name); continue; }
+            if (!d.out) { printf("%-34.34s %-22s no kernel for this shape here\n", label, WAYS[w].name); continue; }
             double e_rel = 0, scale = 1e-30;
             for (size_t i = 0; i < (size_t)cout * N * H * W; i++) {
                 e_rel = fmax(e_rel, fabs(d.out[i] - o.out[i]));
