@@ -289,35 +289,10 @@ static void line_scatter_add(float *in, int64_t image, const float *lines, const
     }
 }
 
-/* o[x] (+)= sum over l < n of coef[l * coef_stride] src[l * stride + x], x < L:
- * each o[x] made in a register over all n terms, so o is written once. n is a
- * constant where the switch in combine() inlines this: for the 10 points and
- * 4 outputs of F(4, 7), the line in use that does not pair. */
-static inline __attribute__((always_inline)) void combine_n(float *restrict o, const float *restrict src,
-        int64_t stride, const float *coef, int coef_stride, const int n, int64_t L, const int add) {
-    float c[ALPHA_MAX];
-    for (int l = 0; l < n; l++) c[l] = coef[l * coef_stride];
-    for (int64_t x = 0; x < L; x++) {
-        float sum = add ? o[x] : 0.0f;
-        for (int l = 0; l < n; l++) sum += c[l] * src[l * stride + x];
-        o[x] = sum;
-    }
-}
-
-static void combine(float *o, const float *src, int64_t stride, const float *coef, int coef_stride,
-                    int n, int64_t L, int add) {
-    switch (2 * n + add) {
-    case 2 * 4: combine_n(o, src, stride, coef, coef_stride, 4, L, 0); break;
-    case 2 * 10: combine_n(o, src, stride, coef, coef_stride, 10, L, 0); break;
-    case 2 * 10 + 1: combine_n(o, src, stride, coef, coef_stride, 10, L, 1); break;
-    default: combine_n(o, src, stride, coef, coef_stride, n, L, add);
-    }
-}
-
-/* ---- the paired transforms (line_paired) on rows of L floats, rows of d,
- * v, m and dm `stride` floats apart: each x's 8 points are loaded once and
- * every row made from them in registers, 16 x at a time (the last block
- * partial: lanes at and past n are not read or written). ---- */
+/* ---- the transforms, on rows of L floats (rows of d, v, m and dm `stride`
+ * floats apart), 16 x at a time: each x's inputs are loaded once and every
+ * output row made from them in registers (the last block partial: lanes at
+ * and past n are not read or written). ---- */
 typedef float f16 __attribute__((vector_size(64)));
 
 static inline f16 load16(const float *p, int n) {
@@ -327,6 +302,40 @@ static inline f16 load16(const float *p, int n) {
 }
 
 static inline void store16(float *p, f16 v, int n) { memcpy(p, &v, n * sizeof *p); }
+
+/* o[r] (+)= sum over l < terms of c[r * c_row + l * c_col] src[l], r < rows, at x (n lanes) */
+static inline __attribute__((always_inline)) void transform16(float *o, int64_t o_stride, const float *src,
+        int64_t s_stride, const float *c, int c_row, int c_col, const int rows, const int terms, const int add,
+        int64_t x, int n) {
+    f16 in[ALPHA_MAX];
+    for (int l = 0; l < terms; l++) in[l] = load16(src + l * s_stride + x, n);
+    for (int r = 0; r < rows; r++) {
+        f16 acc = add ? load16(o + r * o_stride + x, n) : (f16){ 0 };
+        for (int l = 0; l < terms; l++) acc += c[r * c_row + l * c_col] * in[l];
+        store16(o + r * o_stride + x, acc, n);
+    }
+}
+
+static inline __attribute__((always_inline)) void transform_n(float *o, int64_t o_stride, const float *src,
+        int64_t s_stride, const float *c, int c_row, int c_col, const int rows, const int terms, const int add,
+        int64_t L) {
+    int64_t x = 0;
+    for (; x + 16 <= L; x += 16) transform16(o, o_stride, src, s_stride, c, c_row, c_col, rows, terms, add, x, 16);
+    if (x < L) transform16(o, o_stride, src, s_stride, c, c_row, c_col, rows, terms, add, x, (int)(L - x));
+}
+
+/* A line's full matrix on rows: rows and terms constant (inlined) for F(4, 7),
+ * the line in use that does not pair: B' d and B dV over 10 points, A' M and A dY. */
+static void transform(float *o, int64_t o_stride, const float *src, int64_t s_stride, const float *c, int c_row,
+                      int c_col, int rows, int terms, int add, int64_t L) {
+    if (rows == 10 && terms == 10 && !add) transform_n(o, o_stride, src, s_stride, c, c_row, c_col, 10, 10, 0, L);
+    else if (rows == 10 && terms == 10) transform_n(o, o_stride, src, s_stride, c, c_row, c_col, 10, 10, 1, L);
+    else if (rows == 4 && terms == 10 && !add) transform_n(o, o_stride, src, s_stride, c, c_row, c_col, 4, 10, 0, L);
+    else if (rows == 10 && terms == 4 && !add) transform_n(o, o_stride, src, s_stride, c, c_row, c_col, 10, 4, 0, L);
+    else transform_n(o, o_stride, src, s_stride, c, c_row, c_col, rows, terms, add, L);
+}
+
+/* ---- the paired transforms (line_paired) ---- */
 
 /* v = B' d at x (n lanes) */
 static inline __attribute__((always_inline)) void input_paired16(float *v, int64_t v_stride, const float *d,
@@ -446,8 +455,8 @@ static void line_input(float *v, int64_t xi_stride, const float *lines, const Ti
     for (int ty = 0; ty < t->th; ty++)
         if (f->paired) input_paired(v + ty * L, xi_stride, lines + f->outputs * ty * L, L, f, L);
         else
-            for (int j = 0; j < t->points; j++)
-                combine(v + j * xi_stride + ty * L, lines + f->outputs * ty * L, L, f->bt[j], 1, t->points, L, 0);
+            transform(v + ty * L, xi_stride, lines + f->outputs * ty * L, L, &f->bt[0][0], ALPHA_MAX, 1, t->points,
+                      t->points, 0, L);
     for (int j = 0; j < t->points; j++)
         memset(v + j * xi_stride + t->th * L, 0, (t->shifts - 1) * sizeof *v);
 }
@@ -459,9 +468,8 @@ static void line_input_backward(float *lines, const float *dv, int64_t xi_stride
     for (int ty = 0; ty < t->th; ty++)
         if (f->paired) input_paired_backward(lines + f->outputs * ty * L, L, dv + ty * L, xi_stride, f, L);
         else
-            for (int l = 0; l < t->points; l++)
-                combine(lines + (f->outputs * ty + l) * L, dv + ty * L, xi_stride, &f->bt[0][l], ALPHA_MAX,
-                        t->points, L, 1);
+            transform(lines + f->outputs * ty * L, L, dv + ty * L, xi_stride, &f->bt[0][0], 1, ALPHA_MAX, t->points,
+                      t->points, 1, L);
 }
 
 /* Between the m rows of tile row ty, [m][nc][tw] (rows m*L floats), and the
@@ -500,8 +508,7 @@ static void line_output(float *out, int64_t image, const float *m, int64_t xi_st
     for (int ty = 0; ty < t->th; ty++) {
         if (f->paired) output_paired(rows, L, m + ty * L, xi_stride, f, L);
         else
-            for (int i = 0; i < f->outputs; i++)
-                combine(rows + i * L, m + ty * L, xi_stride, f->at[i], 1, t->points, L, 0);
+            transform(rows, L, m + ty * L, xi_stride, &f->at[0][0], ALPHA_MAX, 1, f->outputs, t->points, 0, L);
         tile_rows(rows, out, image, t, nc, ty, 1);
     }
 }
@@ -516,8 +523,7 @@ static void line_output_backward(float *dm, int64_t xi_stride, const float *dout
         tile_rows(rows, (float *)dout, image, t, nc, ty, 0);
         if (f->paired) output_paired_backward(dm + ty * L, xi_stride, rows, L, f, L);
         else
-            for (int j = 0; j < t->points; j++)
-                combine(dm + j * xi_stride + ty * L, rows, L, &f->at[0][j], ALPHA_MAX, f->outputs, L, 0);
+            transform(dm + ty * L, xi_stride, rows, L, &f->at[0][0], 1, ALPHA_MAX, t->points, f->outputs, 0, L);
     }
 }
 
