@@ -86,31 +86,57 @@ static void inside_run(const ConvShape *cs, int kj, int W, int Wo, int *lo, int 
     if (*lo > *hi) *lo = *hi;
 }
 
-/* col [cin*kh*kw, nc*Ho*Wo] from images n0..n0+nc of in [cin, N, H, W] */
+/* dst [Ho, W] = rows of the plane [H, W] shifted by ki - ph rows and kj - pw
+ * columns, zero where that reads padding: a stride-1 convolution's im2col
+ * row for tap (ki, kj) when Wo = W. Its rows inside the plane are one
+ * contiguous run of the plane, shifted; only the lo + W - hi columns at the
+ * edges (read across a row's end) are set to zero after. */
+static void shifted_plane(float *dst, const float *plane, const ConvShape *cs, int H, int W, int Ho,
+                          int ki, int kj, int lo, int hi) {
+    int oy0 = cs->ph - ki > 0 ? cs->ph - ki : 0, oy1 = H + cs->ph - ki < Ho ? H + cs->ph - ki : Ho;
+    if (oy1 < oy0) oy1 = oy0;
+    memset(dst, 0, (size_t)oy0 * W * sizeof *dst);
+    memset(dst + (int64_t)oy1 * W, 0, (size_t)(Ho - oy1) * W * sizeof *dst);
+    if (oy1 == oy0) return;
+    int64_t start = (int64_t)(oy0 - cs->ph + ki) * W + kj - cs->pw, count = (int64_t)(oy1 - oy0) * W;
+    int64_t k_lo = start < 0 ? -start : 0, k_hi = (int64_t)H * W - start < count ? (int64_t)H * W - start : count;
+    memcpy(dst + (int64_t)oy0 * W + k_lo, plane + start + k_lo, (k_hi - k_lo) * sizeof *dst);
+    for (int oy = oy0; oy < oy1; oy++) {
+        float *r = dst + (int64_t)oy * W;
+        for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+        for (int ox = hi; ox < W; ox++) r[ox] = 0.0f;
+    }
+}
+
+/* col [cin*kh*kw, nc*Ho*Wo] from images n0..n0+nc of in [cin, N, H, W]; on
+ * threads by row of col (a 3-channel input still has 27 rows to share). */
 static void im2col(float *col, const float *in, const ConvShape *cs, int N, int H, int W,
                    int n0, int nc, int Ho, int Wo) {
     const int64_t L = (int64_t)nc * Ho * Wo;
+    const int taps = cs->kh * cs->kw, shifted = cs->sh == 1 && cs->sw == 1 && Wo == W;
     #pragma omp parallel for schedule(static)
-    for (int ci = 0; ci < cs->cin; ci++)
-        for (int ki = 0; ki < cs->kh; ki++)
-            for (int kj = 0; kj < cs->kw; kj++) {
-                float *row = col + ((int64_t)(ci * cs->kh + ki) * cs->kw + kj) * L;
-                for (int n = 0; n < nc; n++) {
-                    const float *plane = in + ((int64_t)ci * N + n0 + n) * H * W;
-                    for (int oy = 0; oy < Ho; oy++) {
-                        float *dst = row + ((int64_t)n * Ho + oy) * Wo;
-                        int iy = oy * cs->sh - cs->ph + ki;
-                        if (iy < 0 || iy >= H) { memset(dst, 0, Wo * sizeof *dst); continue; }
-                        const float *src = plane + (int64_t)iy * W + kj - cs->pw;
-                        int lo, hi;
-                        inside_run(cs, kj, W, Wo, &lo, &hi);
-                        memset(dst, 0, lo * sizeof *dst);
-                        if (cs->sw == 1) memcpy(dst + lo, src + lo, (hi - lo) * sizeof *dst);
-                        else for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * cs->sw];
-                        memset(dst + hi, 0, (Wo - hi) * sizeof *dst);
-                    }
-                }
+    for (int r = 0; r < cs->cin * taps; r++) {
+        int ci = r / taps, ki = r % taps / cs->kw, kj = r % cs->kw, lo, hi;
+        inside_run(cs, kj, W, Wo, &lo, &hi);
+        float *row = col + (int64_t)r * L;
+        for (int n = 0; n < nc; n++) {
+            const float *plane = in + ((int64_t)ci * N + n0 + n) * H * W;
+            if (shifted) {
+                shifted_plane(row + (int64_t)n * Ho * Wo, plane, cs, H, W, Ho, ki, kj, lo, hi);
+                continue;
             }
+            for (int oy = 0; oy < Ho; oy++) {
+                float *dst = row + ((int64_t)n * Ho + oy) * Wo;
+                int iy = oy * cs->sh - cs->ph + ki;
+                if (iy < 0 || iy >= H) { memset(dst, 0, Wo * sizeof *dst); continue; }
+                const float *src = plane + (int64_t)iy * W + kj - cs->pw;
+                memset(dst, 0, lo * sizeof *dst);
+                if (cs->sw == 1) memcpy(dst + lo, src + lo, (hi - lo) * sizeof *dst);
+                else for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * cs->sw];
+                memset(dst + hi, 0, (Wo - hi) * sizeof *dst);
+            }
+        }
+    }
 }
 
 /* in [cin, N, H, W] += col2im(col) for images n0..n0+nc */

@@ -388,5 +388,10 @@ int main(int argc, char **argv) {
        data of the cases above stay as they were) */
     check_conv("3x3 s2 p1", (ConvShape){ 3, 4, 3, 3, 2, 2, 1, 1 }, 2, 8, 8);
     check_conv("1x5 s(1,3) p(0,2)", (ConvShape){ 2, 3, 1, 5, 1, 3, 0, 2 }, 2, 5, 11);
+    /* stride 1, as wide out as in, by batch: im2col copies each tap's plane as one
+       shifted run, then zeroes the columns read across a row's end */
+    check_conv("3x3 p1 by batch", (ConvShape){ 3, 4, 3, 3, 1, 1, 1, 1 }, 2, 7, 9);
+    check_conv("5x5 p2 by batch", (ConvShape){ 2, 3, 5, 5, 1, 1, 2, 2 }, 2, 6, 8);
+    check_conv("3x5 p(0,2) by batch", (ConvShape){ 2, 3, 3, 5, 1, 1, 0, 2 }, 3, 5, 4);
     return check_summary("gradcheck");
 }
