@@ -29,10 +29,10 @@
  * threads by channel, over the chunk's images side by side (one image's
  * lines, 6 to 30 long here, are too short to vectorise). Over symmetric
  * points (F(6, 3), F(4, 5)) each pair +-a of rows shares its terms
- * (line_paired): 5-7% less time for the network's 3x3 convolutions. The GEMMs of a chunk
- * run on threads one whole GEMM each (faster than each split over threads,
- * as they are small), or in slices of rows where threads outnumber them: the
- * same bits for the same thread count. */
+ * (line_paired): 5-7% less time for the network's 3x3 convolutions. The
+ * GEMMs of a chunk run on threads one whole GEMM each (faster than each
+ * split over threads, as they are small), or in slices of rows where
+ * threads outnumber them: the same bits for the same thread count. */
 #include "winograd.h"
 #include "gemm.h"
 #include <string.h>
