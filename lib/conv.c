@@ -113,7 +113,7 @@ static void shifted_plane(float *dst, const float *plane, const ConvShape *cs, i
 static void im2col(float *col, const float *in, const ConvShape *cs, int N, int H, int W,
                    int n0, int nc, int Ho, int Wo) {
     const int64_t L = (int64_t)nc * Ho * Wo;
-    const int taps = cs->kh * cs->kw, shifted = cs->sh == 1 && cs->sw == 1 && Wo == W;
+    const int taps = cs->kh * cs->kw, by_plane = cs->sh == 1 && cs->sw == 1 && Wo == W;
     #pragma omp parallel for schedule(static)
     for (int r = 0; r < cs->cin * taps; r++) {
         int ci = r / taps, ki = r % taps / cs->kw, kj = r % cs->kw, lo, hi;
@@ -121,7 +121,7 @@ static void im2col(float *col, const float *in, const ConvShape *cs, int N, int 
         float *row = col + (int64_t)r * L;
         for (int n = 0; n < nc; n++) {
             const float *plane = in + ((int64_t)ci * N + n0 + n) * H * W;
-            if (shifted) {
+            if (by_plane) {
                 shifted_plane(row + (int64_t)n * Ho * Wo, plane, cs, H, W, Ho, ki, kj, lo, hi);
                 continue;
             }
