@@ -4,7 +4,9 @@ the logits, the loss, every parameter gradient, the state and momentum after
 one SGD step, the loss and state of a second step taken from there and the
 logits in inference (running statistics) from that state; and how
 far PyTorch's own bf16 autocast moves the first step from float32 (the yardstick
-of test_autocast). Run with Debian's python3-torch:
+of test_autocast), on that batch and on AUTOCAST_BATCHES - 1 more: on one batch
+of 6 the loss's distance is a sum of roundings that cancel by chance.
+Run with Debian's python3-torch:
     /usr/bin/python3 tests/pytorch/make_fixture.py tests/fixtures/conformance.tz
 """
 import subprocess
@@ -18,6 +20,7 @@ from inceptionv3 import InceptionV3, stream_end, stream_record
 
 WIDTH, CLASSES, BATCH, STEPS = 0.125, 10, 6, 2
 LR, MOMENTUM, WD, AUX_WEIGHT = 0.01, 0.9, 5e-4, 0.4
+AUTOCAST_BATCHES = 8
 
 
 def f32(t):
@@ -88,7 +91,14 @@ def main(out):
     model.eval()
     with torch.no_grad():
         recs.append(stream_record("eval_logits", f32(model(x64))))
-    recs.append(stream_record("autocast_distance", autocast_distance(x, y)))
+    # the batches of the yardstick: the fixture's, then more from a generator of
+    # their own (the records above stay as they were)
+    g = torch.Generator().manual_seed(1)
+    xs = [x] + [torch.randn(BATCH, 3, 32, 32, generator=g) for _ in range(AUTOCAST_BATCHES - 1)]
+    ys = [y] + [torch.randint(0, CLASSES, (BATCH,), generator=g) for _ in range(AUTOCAST_BATCHES - 1)]
+    recs += [stream_record("autocast_x", torch.stack(xs).numpy()),
+             stream_record("autocast_y", torch.stack(ys).numpy()),
+             stream_record("autocast_distance", np.stack([autocast_distance(a, b) for a, b in zip(xs, ys)]))]
     data = b"".join(recs) + stream_end()
     subprocess.run(["zstd", "-q", "-19", "-f", "-o", out], input=data, check=True)
 
