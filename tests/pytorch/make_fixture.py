@@ -4,8 +4,9 @@ the logits, the loss, every parameter gradient, the state and momentum after
 one SGD step, the loss and state of a second step taken from there and the
 logits in inference (running statistics) from that state; and how
 far PyTorch's own bf16 autocast moves the first step from float32 (the yardstick
-of test_autocast), on that batch and on AUTOCAST_BATCHES - 1 more: on one batch
-of 6 the loss's distance is a sum of roundings that cancel by chance.
+of test_autocast) on AUTOCAST_BATCHES batches of 6 that the test makes again
+from AUTOCAST_SEED with the project's own generator (lib/util.c's Rng): on one
+batch the loss's distance is a sum of roundings that cancel by chance.
 Run with Debian's python3-torch:
     /usr/bin/python3 tests/pytorch/make_fixture.py tests/fixtures/conformance.tz
 """
@@ -20,12 +21,55 @@ from inceptionv3 import InceptionV3, stream_end, stream_record
 
 WIDTH, CLASSES, BATCH, STEPS = 0.125, 10, 6, 2
 LR, MOMENTUM, WD, AUX_WEIGHT = 0.01, 0.9, 5e-4, 0.4
-AUTOCAST_BATCHES = 8
+AUTOCAST_BATCHES, AUTOCAST_SEED = 64, 1
+M64 = (1 << 64) - 1
 
 
 def f32(t):
     t = t.detach()
     return t.float().numpy() if t.is_floating_point() else t.numpy()
+
+
+def mix64(z):
+    z = (z + 0x9e3779b97f4a7c15) & M64
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return z ^ (z >> 31)
+
+
+class Rng:
+    """lib/util.c's Rng (xoshiro256** seeded by splitmix64), bit for bit."""
+
+    def __init__(self, seed, stream):
+        x = mix64(seed) ^ mix64((stream * 0x632be59bd9b4e019 + 1) & M64)
+        self.s = []
+        for _ in range(4):
+            x = mix64(x)
+            self.s.append(x)
+
+    def next(self):
+        s = self.s
+        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & M64
+        result, t = (rotl((s[1] * 5) & M64, 7) * 9) & M64, (s[1] << 17) & M64
+        s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]
+        s[2] ^= t; s[3] = rotl(s[3], 45)
+        return result
+
+    def below(self, n):
+        lim = M64 - M64 % n
+        while True:
+            x = self.next()
+            if x < lim:
+                return x % n
+
+
+def autocast_batch(rng):
+    """One batch as test_autocast makes it: images uniform in [-1, 1) (as
+    tests/unit/check.h's uniform_floats), then labels."""
+    u = np.array([rng.next() >> 40 for _ in range(BATCH * 3 * 32 * 32)], dtype=np.float32)
+    x = np.float32(2) * (u * np.float32(1 / 16777216)) - np.float32(1)
+    y = [rng.below(CLASSES) for _ in range(BATCH)]
+    return torch.from_numpy(x.reshape(BATCH, 3, 32, 32)), torch.tensor(y, dtype=torch.int64)
 
 
 def autocast_distance(x, y):
@@ -91,14 +135,12 @@ def main(out):
     model.eval()
     with torch.no_grad():
         recs.append(stream_record("eval_logits", f32(model(x64))))
-    # the batches of the yardstick: the fixture's, then more from a generator of
-    # their own (the records above stay as they were)
-    g = torch.Generator().manual_seed(1)
-    xs = [x] + [torch.randn(BATCH, 3, 32, 32, generator=g) for _ in range(AUTOCAST_BATCHES - 1)]
-    ys = [y] + [torch.randint(0, CLASSES, (BATCH,), generator=g) for _ in range(AUTOCAST_BATCHES - 1)]
-    recs += [stream_record("autocast_x", torch.stack(xs).numpy()),
-             stream_record("autocast_y", torch.stack(ys).numpy()),
-             stream_record("autocast_distance", np.stack([autocast_distance(a, b) for a, b in zip(xs, ys)]))]
+    rng = Rng(AUTOCAST_SEED, 0)
+    batches = [autocast_batch(rng) for _ in range(AUTOCAST_BATCHES)]
+    # the labels let the test confirm that it drew the same batches
+    recs += [stream_record("autocast_seed", np.array([AUTOCAST_SEED], dtype=np.int64)),
+             stream_record("autocast_y", torch.stack([b[1] for b in batches]).numpy()),
+             stream_record("autocast_distance", np.stack([autocast_distance(a, b) for a, b in batches]))]
     data = b"".join(recs) + stream_end()
     subprocess.run(["zstd", "-q", "-19", "-f", "-o", out], input=data, check=True)
 
