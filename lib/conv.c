@@ -1,6 +1,6 @@
 /* conv.c - convolutions (declared in layers.h), run one of three ways by shape.
  *
- * Stride 1, 3x3, 5x5, 1x3, 3x1, 1x7 or 7x1 over 48 channels or more:
+ * Stride 1, 3x3, 5x5, 1x3, 3x1, 1x7 or 7x1 over 16 channels or more:
  *   Winograd's minimal filtering, in winograd.c.
  * By batch: one GEMM [cout, cin*kh*kw] x [cin*kh*kw, N*Ho*Wo] over columns
  *   gathered (im2col) a chunk of images at a time.

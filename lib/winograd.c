@@ -160,7 +160,7 @@ int winograd_applies(const ConvShape *cs, int H, int W) {
     int along_w = cs->kh == 1 && cs->ph == 0 && (cs->kw == 3 || cs->kw == 7) && cs->pw < cs->kw;
     int along_h = cs->kw == 1 && cs->pw == 0 && (cs->kh == 3 || cs->kh == 7) && cs->ph < cs->kh;
     int square = cs->kh == cs->kw && (cs->kh == 3 || cs->kh == 5) && cs->ph < cs->kh && cs->pw < cs->kw;
-    return cs->sh == 1 && cs->sw == 1 && cs->cin >= 48 && (along_w || along_h || square) &&
+    return cs->sh == 1 && cs->sw == 1 && cs->cin >= WINOGRAD_MIN_CHANNELS && (along_w || along_h || square) &&
            conv_out(H, cs->kh, 1, cs->ph) >= 2 && conv_out(W, cs->kw, 1, cs->pw) >= 2;
 }
 

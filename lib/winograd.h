@@ -5,7 +5,12 @@
 
 /* Whether cs over H x W images goes this way: stride 1, 3x3 (padding up to
  * 2), 5x5 (padding up to 4) or 1x3, 3x1, 1x7, 7x1 (padding along the kernel
- * only, less than its length), and enough input channels for GEMMs worth making. */
+ * only, less than its length), over WINOGRAD_MIN_CHANNELS input channels or more.
+ * Faster than the other paths from 3 channels up, but the transforms' rounding
+ * does not shrink with the channel count as a direct sum's does: with fewer than
+ * 16 the conformance network's fp32 forward drifts from PyTorch's double past the
+ * tests' 1e-4 (README, "Convolutions"). */
+#define WINOGRAD_MIN_CHANNELS 16
 int winograd_applies(const ConvShape *cs, int H, int W);
 /* Floats of scratch forward needs; backward needs twice that. */
 size_t winograd_scratch_floats(const ConvShape *cs, int N, int H, int W);

@@ -55,9 +55,14 @@ digest() { incv3-ckpt export "$1" "$T/digest.st" && sha256sum < "$T/digest.st"; 
     ! cmp -s "$T/a.ckpt" "$T/fp32.ckpt"            # bf16 did run
     # the format stays fp32: every tensor record of the checkpoint is f32 or i64
     ! tensor ls "$T/a.ckpt" | awk 'NR > 2 && $2 != "f32" && $2 != "i64"' | grep .
-    # each step's loss near fp32's (4 steps of a tiny model: chaotic, but not wildly)
-    paste <(grep -o '"loss":[0-9.]*' "$T/log-fp32") <(grep -o '"loss":[0-9.]*' "$T/log-a") | tr -d '"loss:' \
-        | awk '{ d = $1 - $2; if (d < 0) d = -d; print; if (d > 0.1 * $1) bad = 1 } END { exit bad }'
+    # the first step's loss, before any update, moves by bf16's rounding alone (0.07%
+    # measured). The later steps of a tiny model warming up to lr 0.1 are chaotic: two
+    # fp32 builds differing only in the order of their sums (Winograd from 16 input
+    # channels or from 8) gave step 4 losses of 2.067 and 2.281, 10% apart. So over all
+    # four, the epoch's mean loss: fp32 builds spread by 2.4% there, bf16 0.2-1.1% from fp32.
+    loss() { grep -m1 -o "\"event\":\"$2\".*\"loss\":[0-9.]*" "$T/log-$1" | sed 's/.*://'; }
+    awk -v a="$(loss fp32 step)" -v b="$(loss a step)" 'BEGIN { print a, b; exit (a - b > 0.01 * a || b - a > 0.01 * a) }'
+    awk -v a="$(loss fp32 train_epoch)" -v b="$(loss a train_epoch)" 'BEGIN { print a, b; exit (a - b > 0.05 * a || b - a > 0.05 * a) }'
 }
 
 @test "eval is deterministic and emits logits [B,K] with y and idx passed on" {

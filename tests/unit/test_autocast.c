@@ -297,6 +297,8 @@ int main(int argc, char **argv) {
         { "1x7 p(0,3) small (im2col)", { 10, 6, 1, 7, 1, 1, 0, 3 }, 2, 6, 6, 1 },
         { "3x3 p1 wide (shifted)", { 8, 8, 3, 3, 1, 1, 1, 1 }, 2, 32, 32, 0 },
         { "3x3 p1 48 channels (Winograd)", { 48, 8, 3, 3, 1, 1, 1, 1 }, 2, 8, 8, 0 },
+        { "3x3 p1 16 channels (Winograd)", { 16, 8, 3, 3, 1, 1, 1, 1 }, 2, 7, 7, 0 },
+        { "3x3 p1 15 channels (im2col)", { 15, 8, 3, 3, 1, 1, 1, 1 }, 2, 7, 7, 1 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i]);
     check_group();

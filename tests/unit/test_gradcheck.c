@@ -353,11 +353,13 @@ int main(int argc, char **argv) {
     check_pool(1, 3, 2, 1);
     eps = EPS;
     check_maxpool_nan();
-    /* Winograd F(m, r) along a line (winograd.c), stride 1 over 48 channels
+    /* Winograd F(m, r) along a line (winograd.c), stride 1 over 16 channels
      * or more: 7 and 3 taps both ways, odd lengths (a tile partly outside),
      * padding short of full, several threads, two chunks of images (1x7 over
      * 12 x 700); 3x3 and 5x5 as lines shifted across, also with a pool first */
     check_conv("3x3 p1 Winograd", (ConvShape){ 64, 5, 3, 3, 1, 1, 1, 1 }, 2, 6, 6);
+    check_conv("3x3 p1 Winograd, 16 channels", (ConvShape){ 16, 5, 3, 3, 1, 1, 1, 1 }, 2, 7, 6);
+    check_conv("5x5 p2 Winograd, 16 channels", (ConvShape){ 16, 3, 5, 5, 1, 1, 2, 2 }, 2, 6, 7);
     set_threads(3);
     check_conv("3x3 p0 Winograd, odd, 3 threads", (ConvShape){ 64, 3, 3, 3, 1, 1, 0, 0 }, 2, 7, 9);
     check_conv("3x3 p2 Winograd, 3 threads", (ConvShape){ 70, 4, 3, 3, 1, 1, 2, 2 }, 3, 5, 6);
