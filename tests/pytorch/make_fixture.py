@@ -37,6 +37,10 @@ def mix64(z):
     return z ^ (z >> 31)
 
 
+def rotl(x, k):
+    return ((x << k) | (x >> (64 - k))) & M64
+
+
 class Rng:
     """lib/util.c's Rng (xoshiro256** seeded by splitmix64), bit for bit."""
 
@@ -49,7 +53,6 @@ class Rng:
 
     def next(self):
         s = self.s
-        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & M64
         result, t = (rotl((s[1] * 5) & M64, 7) * 9) & M64, (s[1] << 17) & M64
         s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]
         s[2] ^= t; s[3] = rotl(s[3], 45)
