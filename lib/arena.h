@@ -2,7 +2,7 @@
  *
  * A buffer is a size and a life [start, end] on some timeline (the caller's: for
  * the model, the events of a training step). Two buffers whose lives overlap never
- * share bytes; two whose lives do not may. lib/model.c works out the lives of a
+ * share bytes; two whose lives do not may. lib/plan.c works out the lives of a
  * step's tensors; this file only places them. */
 #ifndef INCV3_ARENA_H
 #define INCV3_ARENA_H

@@ -1,5 +1,5 @@
-/* model.h - the CIFAR InceptionV3 (tests/pytorch/inceptionv3.py is the same network in
- * PyTorch) as a list of ops over CNHW tensors.
+/* model.h - the CIFAR InceptionV3 (lib/inceptionv3.c; tests/pytorch/inceptionv3.py is the
+ * same network in PyTorch) as a list of ops over CNHW tensors.
  *
  * Parameters, their gradients and momentum live in one allocation each, laid
  * out in the order of params[]; names are those of the PyTorch state_dict. */
@@ -32,7 +32,7 @@ typedef struct {
 } BatchNorm;
 
 /* The graph (tensors, ops) and what a step keeps between its passes (the arena
- * and its plan, scratch, the head's buffers): lib/model.c's alone. */
+ * and its plan, scratch, the head's buffers): lib/net.h, for the library alone. */
 typedef struct Net Net;
 
 typedef struct {

@@ -1,4 +1,4 @@
-"""The CIFAR InceptionV3 that incv3 trains (lib/model.c) in PyTorch, with the width multiplier and
+"""The CIFAR InceptionV3 that incv3 trains (lib/inceptionv3.c) in PyTorch, with the width multiplier and
 the optional auxiliary classifier, for generating conformance fixtures and for
 side-by-side benchmarks. State-dict names are those of pytorch-cifar100."""
 import math
