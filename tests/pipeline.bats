@@ -83,6 +83,36 @@ weights() { incv3-ckpt export "$1" "$2"; }
     grep -q '"lr":0.025,' "$T/two/log.jsonl"
 }
 
+@test "train's refusals name the launcher's flags under run_incv3, its own when alone" {
+    mkdir "$T/empty"
+    # train's options | the launcher's | train's message | the launcher's
+    while IFS='|' read -r train_args launcher_args train_says launcher_says; do
+        run train --data "$SAMPLE" --run "$T/r" $train_args
+        assert_failure 2
+        assert_output "train: $train_says (see --help)"
+        run run_incv3 --dataset_path "$SAMPLE" $launcher_args -- --run "$T/r"
+        assert_failure 2
+        assert_output "run_incv3: $launcher_says (see run_incv3 --help)"
+        [ ! -e "$T/r" ]
+    done <<'TABLE'
+--batch 0|--batch_size 0|--batch must be a whole number from 1 to 1048576, not '0'|--batch_size must be a whole number from 1 to 1048576, not '0'
+--batch 8000|--batch_size 8000|4000 training images make no full step of --batch 8000 x 1 worker(s) x 1 rank(s) = 8000 images; use --batch 4000 or less|4000 training images make no full step of --batch_size 8000 x 1 worker(s) x 1 rank(s) = 8000 images; use --batch_size 4000 or less
+--epochs x|--epoch x|--epochs must be a whole number from 1 to 100000, not 'x'|--epoch must be a whole number from 1 to 100000, not 'x'
+--workers 300|--nproc_per_node 300 --distributed True|--workers must be a whole number from 1 to 256, not '300'|--nproc_per_node must be a whole number from 1 to 256, not '300'
+--workers 3000 --batch 2|--nproc_per_node 3000 --distributed True --batch_size 2|--workers must be a whole number from 1 to 256, not '3000'|--nproc_per_node must be a whole number from 1 to 256, not '3000'
+--lr abc|--lr abc|--lr must be a number from 0 to 100, not 'abc'|--lr must be a number from 0 to 100, not 'abc'
+--warmup -1|--warm -1|--warmup must be a number from 0 to 1000000, not '-1'|--warm must be a number from 0 to 1000000, not '-1'
+TABLE
+    # a data error (exit 1) names the launcher too
+    run run_incv3 --dataset_path "$T/empty"
+    assert_failure 1
+    assert_output "run_incv3: no training batches in $T/empty (data_batch_*, train, or a tarball)"
+    # an option of train's own, passed after --, keeps its name
+    run run_incv3 --dataset_path "$SAMPLE" -- --batch 8000 --run "$T/r"
+    assert_failure 2
+    assert_output --partial "of --batch 8000 x 1 worker(s)"
+}
+
 @test "bad flags exit 2; a missing dataset exits 1; both say why" {
     for args in "--device cuda" "--autocast maybe" "--model_name resnet50" "--nproc_per_node 2" \
                 "--distributed maybe" "--bogus 1"; do

@@ -178,6 +178,10 @@ PYEOF
     make_cifar "$T/small/test_batch.bin" 16
     run run_incv3 --dataset_path "$T/small" --autocast True -- --run "$T/r1" --width 0.0625
     assert_failure 2
+    assert_output "run_incv3: 16 training images make no full step of --batch_size 128 x 1 worker(s) x 1 rank(s) = 128 images; use --batch_size 16 or less (see run_incv3 --help)"
+    [ ! -e "$T/r1" ]
+    run train --data "$T/small" --run "$T/r1" --width 0.0625
+    assert_failure 2
     assert_output "train: 16 training images make no full step of --batch 128 x 1 worker(s) x 1 rank(s) = 128 images; use --batch 16 or less (see --help)"
     [ ! -e "$T/r1" ]
     # data-parallel shards: each worker needs a batch of its own
