@@ -18,7 +18,7 @@
 
 /* Measured with bench/gemm (make bench) on the development machine (Zen 5) at
  * widths 1, 0.25 and 0.125, with and without OPENBLAS_CORETYPE=Haswell; the
- * tables are in the README. oneDNN ran 1.8x OpenBLAS under the pin and level
+ * tables are in docs/performance.md. oneDNN ran 1.8x OpenBLAS under the pin and level
  * to 2x without it, except: d(weight) of the shifted path's small GEMMs, where
  * OpenBLAS was up to 2.5x faster, and the classifiers' tiny GEMMs, where
  * oneDNN's fixed cost per call dominates. BLIS (0.9) ran at a fifth of either;

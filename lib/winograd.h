@@ -9,7 +9,7 @@
  * Faster than the other paths from 3 channels up, but the transforms' rounding
  * does not shrink with the channel count as a direct sum's does: with fewer than
  * 16 the conformance network's fp32 forward drifts from PyTorch's double past the
- * tests' 1e-4 (README, "Convolutions"). */
+ * tests' 1e-4 (docs/performance.md, "Winograd from 16 channels"). */
 #define WINOGRAD_MIN_CHANNELS 16
 int winograd_applies(const ConvShape *cs, int H, int W);
 /* Floats of scratch forward needs; backward needs twice that. */

@@ -52,7 +52,7 @@ static void check_cases(void) {
     CHECK(arena_place(b, 0) == 0, "no buffers: an empty arena");
 }
 
-/* The model's own plans, as the README states them: within 1% of the peak in fp32,
+/* The model's own plans, as docs/performance.md states them: within 1% of the peak in fp32,
  * 4% with autocast's bf16 xhat (at width 1: 0.87% training, 0 inference; bf16 2.25%
  * training, 3.9% inference, where the fp32 outputs made before rounding add blocks). */
 static void check_model(double width, int bf16, int training, double bound) {
