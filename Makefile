@@ -3,7 +3,7 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 CC      ?= cc
 OPT     ?= -O3 -march=native
-PKGS    := libzstd libpng libcjson libarchive
+PKGS    := libzstd libpng libjpeg libcjson libarchive
 # OpenBLAS's OpenMP build shares our OpenMP threads; the pthreads build would
 # spin its own threads against ours (2 cores: a third of the time lost).
 BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
@@ -21,8 +21,10 @@ endif
 
 # torchvision's image operations round after every multiply and add: no fused ones
 $(BUILD)/lib/imageops.o: CFLAGS += -ffp-contract=off
+# PIL's resize weights are doubles rounded once each: no fused multiply-adds either
+$(BUILD)/lib/images.o: CFLAGS += -ffp-contract=off
 
-TOOLS   := cifar-decode augment tensor incv3-step evaluate incv3-ckpt allreduce-merge
+TOOLS   := cifar-decode image-decode augment tensor incv3-step evaluate incv3-ckpt allreduce-merge
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))

@@ -389,3 +389,29 @@ void output_close(Output *o) {
 int parse_level(const char *s) {
     return (int)parse_ll("--level", s, ZSTD_minCLevel(), ZSTD_maxCLevel());
 }
+
+void sw_write_names(StreamWriter *w, char *const *names, int K) {
+    size_t longest = 1;
+    for (int k = 0; k < K; k++) if (strlen(names[k]) + 1 > longest) longest = strlen(names[k]) + 1;
+    char *buf = xcalloc((size_t)K, longest);
+    for (int k = 0; k < K; k++) memcpy(buf + k * longest, names[k], strlen(names[k]));
+    sw_write(w, "names", DT_U8, 2, (int64_t[]){ K, (int64_t)longest }, buf);
+    free(buf);
+}
+
+char **record_names(const Record *r, int *K) {
+    if (r->dtype != DT_U8 || r->rank != 2 || r->dims[0] < 1 || r->dims[0] > 100000 || r->dims[1] < 1)
+        die("record 'names' at byte %llu: expected u8 [K, L] class names, K from 1 to 100000",
+            (unsigned long long)r->offset);
+    size_t n = (size_t)r->dims[0], L = (size_t)r->dims[1];
+    const char *p = r->data;
+    char **names = xcalloc(n + 1, sizeof *names);
+    for (size_t k = 0; k < n; k++) {
+        if (memchr(p + k * L, 0, L) == NULL)
+            die("record 'names' at byte %llu: name %zu has no NUL within its %zu bytes",
+                (unsigned long long)r->offset, k, L);
+        names[k] = xstrdup(p + k * L);
+    }
+    *K = (int)n;
+    return names;
+}

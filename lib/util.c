@@ -82,6 +82,20 @@ void *xmalloc(size_t n) {
     if (!p) die("out of memory allocating %zu bytes", n);
     return p;
 }
+char *shown_name(const char *name) {
+    size_t n = strlen(name), k = 0;
+    char *out = xmalloc(4 * n + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c == '\n') { out[k++] = '\\'; out[k++] = 'n'; }
+        else if (c == '\t') { out[k++] = '\\'; out[k++] = 't'; }
+        else if (c < 32 || c == 127) k += (size_t)sprintf(out + k, "\\x%02x", c);
+        else out[k++] = (char)c;
+    }
+    out[k] = 0;
+    return out;
+}
+
 void *xcalloc(size_t n, size_t size) {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) die("out of memory allocating %zu x %zu bytes", n, size);

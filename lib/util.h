@@ -24,6 +24,10 @@ void usage_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 #include <setjmp.h>
 extern jmp_buf *die_jump;
 
+/* A name as a one-line message may show it: control characters (a newline in a
+ * file name) as C escapes. Newly allocated. */
+char *shown_name(const char *name);
+
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);

@@ -1,6 +1,8 @@
 """Helpers that speak the incv3 stream format directly (the format is small):
     streams.py raw FILE            records without end markers, zstd undone
     streams.py load FILE NAME K    print record NAME number K as numbers
+    streams.py strings FILE NAME   the rows of every u8 [B, L] record NAME (names, path),
+                                   NUL-padded, one a line; a u8 [L] record (meta) as it is
 """
 import struct
 import subprocess
@@ -56,6 +58,13 @@ def main():
         _, dtype, dims, _, payload = recs[k]
         a = np.frombuffer(payload, DT[dtype]).reshape(dims)
         print(" ".join(str(v) for v in a.ravel()))
+    elif cmd == "strings":
+        for name, dtype, dims, _, payload in parse(decompressed(sys.argv[2])):
+            if name == sys.argv[3] and dtype == 1 and len(dims) == 1:
+                sys.stdout.buffer.write(payload)
+            elif name == sys.argv[3] and dtype == 1:
+                for row in np.frombuffer(payload, np.uint8).reshape(dims):
+                    sys.stdout.buffer.write(bytes(row).split(b"\0")[0] + b"\n")
 
 
 if __name__ == "__main__":
