@@ -51,6 +51,8 @@ $(BUILD)/bench-sgemm: bench/sgemm.c $(BUILD)/libincv3.a
 # libxsmm links statically; BLIS is opened at run time (its BLAS symbols clash with OpenBLAS's).
 $(BUILD)/bench-gemm: bench/gemm.c $(BUILD)/libincv3.a $(wildcard lib/*.h)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a -lxsmm $(LDLIBS) -ldl -lpthread -lrt
+$(BUILD)/bench-peak: bench/peak.c
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lxsmm -lm -ldl -lpthread -lrt $(LDLIBS)
 $(BUILD)/bench-winograd: bench/winograd.c $(BUILD)/libincv3.a $(wildcard lib/*.h)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libincv3.a $(LDLIBS)
 $(BUILD)/lib $(BUILD)/tests:
@@ -111,10 +113,12 @@ demo: deps
 
 bench: deps
 	@sh pipelines/setup --bench
-	$(MAKE) all $(BUILD)/bench-gemm $(BUILD)/bench-winograd
+	$(MAKE) all $(BUILD)/bench-gemm $(BUILD)/bench-winograd $(BUILD)/bench-peak
+	$(BUILD)/bench-peak
 	bench/run
 	bench/augment
 	bench/taps
+	bench/images
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
@@ -122,6 +126,9 @@ install: all
 	install -m 755 pipelines/train $(DESTDIR)$(PREFIX)/bin/incv3-train
 	install -m 755 pipelines/run_incv3 $(DESTDIR)$(PREFIX)/bin/run_incv3
 	install -m 755 pipelines/plot-stats $(DESTDIR)$(PREFIX)/bin/incv3-plot-stats
+	install -m 755 pipelines/predict $(DESTDIR)$(PREFIX)/bin/incv3-predict
+	install -d $(DESTDIR)$(PREFIX)/share/incv3
+	install -m 644 models/incv3-cifar10-w025.safetensors $(DESTDIR)$(PREFIX)/share/incv3/
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 

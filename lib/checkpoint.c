@@ -84,6 +84,7 @@ void checkpoint_save(const char *path, const Model *m, const TrainState *st) {
     int n;
     Entry *e = state_entries(m, &n);
     for (int i = 0; i < n; i++) sw_write(w, e[i].name, e[i].dtype, e[i].rank, e[i].dims, e[i].data);
+    if (m->class_names) sw_write_names(w, m->class_names, m->cfg.classes);
     for (int i = 0; i < m->nparams; i++) {
         char name[128];
         snprintf(name, sizeof name, "momentum.%s", m->pinfo[i].name);
@@ -201,7 +202,16 @@ static void read_checkpoint(StreamReader *in, const char *path, TrainState *st, 
     int any_ema = 0;
     while (sr_next(in, r)) {
         int found = 0;
-        if (!strncmp(r->name, "ema.", 4)) {
+        if (!strcmp(r->name, "names")) {
+            if (m->class_names) die("%s: record 'names' appears twice", path);
+            int K;
+            char **names = record_names(r, &K);
+            if (K != cfg.classes) die("%s: %d class names for a model of %d classes", path, K, cfg.classes);
+            model_set_class_names(m, names);
+            for (int k = 0; k < K; k++) free(names[k]);
+            free(names);
+            found = 1;
+        } else if (!strncmp(r->name, "ema.", 4)) {
             if (!m->ema) m->ema = xcalloc(m->nparam_floats + m->nbuffer_floats, sizeof *m->ema);
             for (int i = 0; i < n && !found; i++)
                 if (e[i].dtype == DT_F32 && !strcmp(e[i].name, r->name + 4)) {
@@ -249,6 +259,14 @@ void safetensors_export(const char *path, const Model *m) {
     snprintf(width, sizeof width, "%.17g", m->cfg.width);
     cJSON_AddStringToObject(meta, "format", "pt");
     cJSON_AddStringToObject(meta, "incv3.width", width);
+    if (m->class_names) {     /* metadata values are strings: a JSON array, as text */
+        cJSON *names = cJSON_CreateArray();
+        for (int k = 0; k < m->cfg.classes; k++) cJSON_AddItemToArray(names, cJSON_CreateString(m->class_names[k]));
+        char *text = cJSON_PrintUnformatted(names);
+        cJSON_AddStringToObject(meta, "incv3.class_names", text);
+        cJSON_free(text);
+        cJSON_Delete(names);
+    }
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         cJSON *t = cJSON_AddObjectToObject(root, e[i].name);
@@ -325,6 +343,28 @@ static void st_tensor(const char *label, const cJSON *t, const unsigned char *da
     out->data = data + b;
 }
 
+/* The metadata's incv3.class_names: a JSON array of the classes' names, as text. */
+static void set_class_names(Model *m, const cJSON *text, const char *label) {
+    cJSON *names = cJSON_IsString(text) ? cJSON_Parse(text->valuestring) : NULL;
+    int K = m->cfg.classes;
+    if (!cJSON_IsArray(names) || cJSON_GetArraySize(names) != K) {
+        cJSON_Delete(names);
+        die("%s: incv3.class_names is not a JSON array of %d names", label, K);
+    }
+    char **list = xcalloc((size_t)K + 1, sizeof *list);
+    for (int k = 0; k < K; k++) {
+        const cJSON *n = cJSON_GetArrayItem(names, k);
+        if (!cJSON_IsString(n) || !n->valuestring[0]) {
+            cJSON_Delete(names);
+            die("%s: incv3.class_names: name %d is not a non-empty string", label, k);
+        }
+        list[k] = n->valuestring;
+    }
+    model_set_class_names(m, list);
+    free(list);
+    cJSON_Delete(names);
+}
+
 Model *safetensors_parse(const unsigned char *buf, size_t len, const char *label, double width,
                          int reinit_classes, uint64_t seed) {
     if (len < 8) die("%s: too short for safetensors", label);
@@ -336,6 +376,7 @@ Model *safetensors_parse(const unsigned char *buf, size_t len, const char *label
     const unsigned char *data = buf + 8 + hl;
     size_t data_len = len - 8 - hl;
     int count = 0;
+    const cJSON *class_names = NULL;
     for (cJSON *t = root->child; t; t = t->next) count++;
     StTensor *ts = xcalloc(count, sizeof *ts);
     int nt = 0;
@@ -348,6 +389,7 @@ Model *safetensors_parse(const unsigned char *buf, size_t len, const char *label
                 width = strtod(w->valuestring, &end);
                 if (*end || !(width > 0 && width <= 4)) die("%s: invalid incv3.width '%s'", label, w->valuestring);
             }
+            class_names = cJSON_GetObjectItemCaseSensitive(t, "incv3.class_names");
             continue;
         }
         st_tensor(label, t, data, data_len, &ts[nt++]);
@@ -400,6 +442,7 @@ Model *safetensors_parse(const unsigned char *buf, size_t len, const char *label
     for (int k = 0; k < n; k++)
         if (!seen[k] && !(reinit_classes > 0 && e[k].classifier))
             die("%s: missing tensor '%s'", label, e[k].name);
+    if (class_names && reinit_classes <= 0) set_class_names(m, class_names, label);
     free(seen); free(e); free(ts);
     cJSON_Delete(root);
     return m;

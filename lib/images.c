@@ -221,12 +221,16 @@ void image_resize(uint8_t *out, const uint8_t *rgb, int w, int h, int size) {
             const uint8_t *line = rgb + (size_t)(y + first) * w * 3;
             for (int xx = 0; xx < size; xx++) {
                 const int32_t *k = xk + (size_t)xx * xks;
-                int xmin = xb[2 * xx], n = xb[2 * xx + 1];
-                for (int c = 0; c < 3; c++) {
-                    int32_t ss = 1 << (PRECISION_BITS - 1);
-                    for (int x = 0; x < n; x++) ss += line[(x + xmin) * 3 + c] * k[x];
-                    across[((size_t)y * size + xx) * 3 + c] = clip8(ss);
+                const uint8_t *p = line + (size_t)xb[2 * xx] * 3;
+                int n = xb[2 * xx + 1];
+                int32_t r = 1 << (PRECISION_BITS - 1), g = r, bl = r;
+                for (int x = 0; x < n; x++, p += 3) {
+                    r += p[0] * k[x];
+                    g += p[1] * k[x];
+                    bl += p[2] * k[x];
                 }
+                uint8_t *o = across + ((size_t)y * size + xx) * 3;
+                o[0] = clip8(r); o[1] = clip8(g); o[2] = clip8(bl);
             }
         }
         src = across;

@@ -16,6 +16,9 @@ static void add_batch(Metrics *m, const Record *logits, const Record *y) {
     const float *z = logits->data;
     for (int64_t n = 0; n < N; n++) {
         int64_t label = y->dtype == DT_I64 ? ((const int64_t *)y->data)[n] : ((const int32_t *)y->data)[n];
+        if (label == -1)
+            die("record 'y' at byte %llu: image %lld has no label (-1): evaluate --predict says what the"
+                " model sees in it", (unsigned long long)y->offset, (long long)n);
         if (label < 0 || label >= K)
             die("record 'y' at byte %llu: label %lld outside 0..%d", (unsigned long long)y->offset,
                 (long long)label, K - 1);
@@ -58,6 +61,12 @@ void metrics_read(Metrics *m, StreamReader *in) {
             }
             record_swap(logits, r);
             have_logits = 1;
+            continue;
+        }
+        if (!strcmp(r->name, "names")) {
+            for (int k = 0; k < m->nnames; k++) free(m->names[k]);
+            free(m->names);
+            m->names = record_names(r, &m->nnames);
             continue;
         }
         if (!strcmp(r->name, "soft")) {     /* scored against y, once said */
@@ -129,5 +138,7 @@ void metrics_free(Metrics *m) {
     free(m->count);
     free(m->correct);
     free(m->confusion);
+    for (int k = 0; k < m->nnames; k++) free(m->names[k]);
+    free(m->names);
     *m = (Metrics){ 0 };
 }

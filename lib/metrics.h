@@ -17,9 +17,12 @@ typedef struct {
     long long *count, *correct;     /* [K]: images of each true class, and those right */
     long long *confusion;           /* [K][K] rows true, columns predicted; NULL past the limit */
     Record logits, next;            /* while reading: the logits waiting for their y, the next record */
+    char **names;                   /* the stream's class names (record names), or NULL */
+    int nnames;
 } Metrics;
 
-/* Reads every logits [B,K] record and the y [B] after it; other records pass.
+/* Reads every logits [B,K] record and the y [B] after it, and the class names of a
+ * record names (the last one); other records pass.
  * Dies naming the record and byte offset on anything malformed: a y without
  * logits, logits without their y, labels out of range, the class count changing. */
 void metrics_read(Metrics *m, StreamReader *in);

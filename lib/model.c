@@ -65,7 +65,17 @@ void model_free(Model *m) {
     free(n->taps); free(n->drop_mask); free(n);
     free(m->pinfo); free(m->bns);
     free(m->params); free(m->grads); free(m->momentum); free(m->buffers); free(m->ema);
+    model_set_class_names(m, NULL);
     free(m);
+}
+
+void model_set_class_names(Model *m, char *const *names) {
+    for (int k = 0; m->class_names && m->class_names[k]; k++) free(m->class_names[k]);
+    free(m->class_names);
+    m->class_names = NULL;
+    if (!names) return;
+    m->class_names = xcalloc((size_t)m->cfg.classes + 1, sizeof *m->class_names);
+    for (int k = 0; k < m->cfg.classes; k++) m->class_names[k] = xstrdup(names[k]);
 }
 
 int model_find_param(const Model *m, const char *name) {

@@ -49,6 +49,8 @@ typedef struct {
     void (*grads_ready)(void *ctx, size_t from);
     void *grads_ready_ctx;
     float label_smoothing;    /* training's loss: cross-entropy against (1 - s) one-hot + s/K */
+    char **class_names;       /* NULL, or [classes] (then NULL): what the classes are called, from
+                                 the data it trained on; checkpoints and safetensors keep them */
     Net *net;
 } Model;
 
@@ -64,6 +66,8 @@ Model *model_create(const ModelConfig *cfg);
 /* Floats of the state_dict (parameters and BN buffers) of such a model, without building it. */
 size_t model_state_floats(const ModelConfig *cfg);
 void model_free(Model *m);
+/* Takes a copy of names[0, classes) as the model's class names (NULL: none). */
+void model_set_class_names(Model *m, char *const *names);
 /* PyTorch's default initialisation (U(+-1/sqrt(fan_in)), BN gamma 1 beta 0) from seed. */
 void model_init(Model *m, uint64_t seed);
 int model_find_param(const Model *m, const char *name);

@@ -162,3 +162,93 @@ PY
     run image-decode --size 0 "$FIXTURE/folder"
     assert_failure 2
 }
+
+@test "class names travel with a model: checkpoints, safetensors, incv3-step --eval, evaluate" {
+    incv3-ckpt import "$ROOT/models/incv3-cifar10-w025.safetensors" -o "$T/m.ckpt"
+    run incv3-ckpt info "$T/m.ckpt"
+    assert_line "class_names airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck"
+    # without the data at hand: the model's names reach evaluate through the stream
+    cifar-decode -b 100 --limit 200 "$SAMPLE/test_batch.bin.zst" | incv3-step --eval -c "$T/m.ckpt" > "$T/l.tz"
+    run evaluate "$T/l.tz"
+    assert_line --regexp "^  airplane +[0-9.]+%"
+    assert_line --regexp "^  truck +[0-9.]+%"
+    # a round trip keeps them; --names sets them; a file of the wrong count is refused
+    printf 'a%d\n' 0 1 2 3 4 5 6 7 8 9 > "$T/names.txt"
+    incv3-ckpt export --names "$T/names.txt" "$T/m.ckpt" "$T/w.safetensors"
+    incv3-ckpt import "$T/w.safetensors" -o "$T/m2.ckpt"
+    run incv3-ckpt info "$T/m2.ckpt"
+    assert_line "class_names a0, a1, a2, a3, a4, a5, a6, a7, a8, a9"
+    printf 'a\nb\n' > "$T/two.txt"
+    run incv3-ckpt import "$T/w.safetensors" -o "$T/m3.ckpt" --names "$T/two.txt"
+    assert_failure 1
+    assert_output --partial "2 class names for a model of 10 classes"
+    [ ! -e "$T/m3.ckpt" ]
+    # a new classifier has no names until the data gives them
+    incv3-ckpt import "$T/w.safetensors" -o "$T/m4.ckpt" --reinit-classifier --classes 3
+    run incv3-ckpt info "$T/m4.ckpt"
+    refute_output --partial class_names
+    # data whose classes are not the model's is refused in evaluation
+    run bash -c "image-decode '$FIXTURE/folder' | incv3-step --eval -c '$T/m.ckpt' > /dev/null"
+    assert_failure 1
+    assert_output --partial "3 classes in the data, 10 in the model"
+    run bash -c "image-decode '$FIXTURE/cifar/val' | incv3-step --eval -c '$T/m2.ckpt' > /dev/null"
+    assert_failure 1
+    assert_output --partial "the data's class 0 is 'airplane', the model's 'a0'"
+}
+
+@test "predict: each picture's top classes from the shipped model; the labels of a test set where it is right" {
+    run predict "$FIXTURE/cifar/val/cat/0000.png"
+    assert_success
+    assert_output --regexp "^$FIXTURE/cifar/val/cat/0000.png: [a-z]+ [0-9.]+%(, [a-z]+ [0-9.]+%){4}$"
+    # the same top-1 as scoring the folder, and right as often as that says
+    files=("$FIXTURE"/cifar/val/*/*)
+    predict --top 1 "${files[@]}" > "$T/pred.txt"
+    [ "$(wc -l < "$T/pred.txt")" -eq 60 ]
+    right=0
+    while IFS= read -r line; do
+        path=${line%%: *} guess=${line##*: }
+        class=$(basename "$(dirname "$path")") guess=${guess%% *}
+        [ "$class" = "$guess" ] && right=$((right + 1))
+    done < "$T/pred.txt"
+    incv3-ckpt import "$ROOT/models/incv3-cifar10-w025.safetensors" -o "$T/m.ckpt"
+    image-decode -b 500 "$FIXTURE/cifar/val" | incv3-step --eval -c "$T/m.ckpt" | evaluate --json > "$T/eval.json"
+    top1=$(sed 's/.*"top1":\([0-9.]*\).*/\1/' "$T/eval.json")
+    [ "$(awk -v r="$right" 'BEGIN { printf "%.6f", r / 60 }')" = "$top1" ]
+    [ "$right" -ge 42 ]                     # the model's 86% on CIFAR-10, give or take 60 images
+    # JSON, probabilities summing to 1 over every class, a missing model, a bad file
+    predict --json --top 10 "$FIXTURE/cifar/val/dog/0012.png" > "$T/p.json"
+    "$PY" -c "import json, sys; o = json.load(open('$T/p.json')); assert abs(sum(c['p'] for c in o['top']) - 1) < 1e-6, o"
+    run predict --model "$T/none.safetensors" "$FIXTURE/cifar/val/dog/0012.png"
+    assert_failure 1
+    echo text > "$T/text.png"
+    run predict "$T/text.png"
+    assert_failure 1
+    assert_output --partial "image-decode: $T/text.png: not an image"
+    run predict
+    assert_failure 2
+}
+
+@test "train on an ImageFolder of PNG and JPEG: classes from the folders, names in the model and its evaluation" {
+    train --data "$FIXTURE/cifar" --width 0.0625 --batch 30 --epochs 2 --run "$T/run" 2> "$T/err"
+    grep -q "^train: epoch 2/2: " "$T/err"
+    run incv3-ckpt info "$T/run/last.ckpt"
+    assert_line "classes 10"
+    assert_line "class_names airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck"
+    grep -q '"images":60,' "$T/run/eval.json"
+    image-decode -b 60 "$FIXTURE/cifar/val" | incv3-step --eval -c "$T/run/best.ckpt" | evaluate > "$T/table"
+    grep -q "^  horse " "$T/table"
+    run predict --model "$T/run/best.ckpt" "$FIXTURE/cifar/val/ship/0018.jpg"
+    assert_success
+    run train --data "$FIXTURE/cifar" --classes 20 --run "$T/run2"
+    assert_failure 2
+    assert_output --partial "--classes 20, but $FIXTURE/cifar/train holds 10 class folders"
+}
+
+@test "installed: incv3-predict finds its tools and the shipped model" {
+    make -s -C "$ROOT" BUILD="${INCV3_BUILD:-build}" install DESTDIR="$T/root" PREFIX=/usr > /dev/null
+    [ -f "$T/root/usr/share/incv3/incv3-cifar10-w025.safetensors" ]
+    [ -f "$T/root/usr/share/man/man1/incv3-predict.1" ]
+    run env PATH="$T/root/usr/bin:/usr/bin:/bin" "$T/root/usr/bin/incv3-predict" --top 1 "$FIXTURE/cifar/val/horse/0013.png"
+    assert_success
+    assert_output --regexp "^$FIXTURE/cifar/val/horse/0013.png: [a-z]+ [0-9.]+%$"
+}

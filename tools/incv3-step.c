@@ -211,7 +211,8 @@ typedef struct {
 } Batch;
 
 /* x as f32 NCHW, normalising u8; y as i64 in [0, K). */
-static int prepare_batch(Batch *b, const Normalize *norm, int K) {
+/* eval: labels may be -1 (pictures nobody labelled; they pass on to evaluate --predict) */
+static int prepare_batch(Batch *b, const Normalize *norm, int K, int eval) {
     const Record *x = &b->x, *y = &b->y;
     int64_t want[4] = { -1, 3, 32, 32 };
     if (x->dtype != DT_U8 && x->dtype != DT_F32) record_expect(x, DT_F32, 4, want);
@@ -246,7 +247,7 @@ static int prepare_batch(Batch *b, const Normalize *norm, int K) {
     else memcpy(b->xf, x->data, x->nbytes);
     for (int i = 0; i < N; i++) {
         int64_t l = y->dtype == DT_I64 ? ((int64_t *)y->data)[i] : ((int32_t *)y->data)[i];
-        if (l < 0 || l >= K)
+        if ((l < 0 || l >= K) && !(eval && l == -1))
             die("record 'y' at byte %llu: label %lld of image %d is outside 0..%d",
                 (unsigned long long)y->offset, (long long)l, i, K - 1);
         b->labels[i] = l;
@@ -411,6 +412,7 @@ static void open_run(Run *r, int argc, char **argv) {
     r->log = stdout;
     r->stream_out = o->eval || r->ntaps;
     if (r->stream_out) output_open(&r->out, o->out_path, o->raw, o->level);
+    if (o->eval && r->m->class_names) sw_write_names(r->out.w, r->m->class_names, r->m->cfg.classes);
     if (!o->eval && o->log && !(r->log = fopen(o->log, "a"))) die("cannot open log %s: %s", o->log, strerror(errno));
     r->ex = o->exchange ? exchange_open(o->exchange, r->m, o->bucket_mb) : NULL;
     r->t_start = now_seconds();
@@ -426,6 +428,27 @@ static void start_epoch(Run *r, const Record *meta) {
     r->seen = 0;
     uint64_t first = r->epoch * r->o.sched.steps_per_epoch;
     r->skip = !r->o.eval && r->st.step > first ? r->st.step - first : 0;
+}
+
+/* The data's class names: in training the model takes them (its checkpoint keeps
+ * them); in evaluation they must be the model's, or its labels mean other classes. */
+static void take_names(Run *r, const Record *rec) {
+    int K;
+    char **names = record_names(rec, &K);
+    Model *m = r->m;
+    if (K != m->cfg.classes)
+        die("record 'names' at byte %llu: %d classes in the data, %d in the model", (unsigned long long)rec->offset,
+            K, m->cfg.classes);
+    for (int k = 0; m->class_names && k < K; k++)
+        if (strcmp(names[k], m->class_names[k])) {
+            if (r->o.eval)
+                die("record 'names' at byte %llu: the data's class %d is '%s', the model's '%s'",
+                    (unsigned long long)rec->offset, k, names[k], m->class_names[k]);
+            break;
+        }
+    if (!r->o.eval) model_set_class_names(m, names);
+    for (int k = 0; k < K; k++) free(names[k]);
+    free(names);
 }
 
 /* Reads records up to the next whole batch (x, y, and idx if any) into b: 1, or 0 at
@@ -444,6 +467,8 @@ static int read_batch(Run *r, Batch *b) {
         if (!strcmp(rec->name, "meta") && rec->dtype == DT_U8) {
             start_epoch(r, rec);
             if (r->stream_out) sw_write_record(r->out.w, rec);
+        } else if (!strcmp(rec->name, "names")) {
+            take_names(r, rec);
         } else if (!strcmp(rec->name, "x")) {
             record_swap(&b->x, rec);
             b->have_x = 1;
@@ -653,7 +678,7 @@ int main(int argc, char **argv) {
             continue;
         }
         prof_push(PROF_INPUT);
-        int N = prepare_batch(&b, &r.o.norm, r.m->cfg.classes);
+        int N = prepare_batch(&b, &r.o.norm, r.m->cfg.classes, r.o.eval);
         prof_pop();
         if ((size_t)N * r.m->cfg.classes > r.logits_cap) {
             r.logits_cap = (size_t)N * r.m->cfg.classes;

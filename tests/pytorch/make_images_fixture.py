@@ -5,13 +5,17 @@ and as large as 32 on either side; nested folders whose order tells sorted(os.wa
 from a plain walk; upper-case extensions and a file torchvision passes over), and
 what torchvision 0.14 makes of it: ImageFolder with Resize((32, 32)) and
 PILToTensor on PIL 9.4, in expected/ (x.npy [N,3,32,32] u8, y.npy, paths.txt,
-classes.txt). For tests/images.bats. Run from the repository root with Debian's
+classes.txt). Also cifar/: a data set in ImageFolder form (train/ and val/, a folder
+per class named as CIFAR-10 names them) of data/sample's images, PNG and JPEG in
+turn, 12 a class for training and 6 for validation, for the end-to-end tests
+of train and predict. For tests/images.bats. Run from the repository root with Debian's
 python3-torchvision (needed only here, never by the tests):
     /usr/bin/python3 tests/pytorch/make_images_fixture.py tests/fixtures/images
 """
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import zlib
 
@@ -98,8 +102,30 @@ def expected(root, out):
         f.writelines(c + "\n" for c in data.classes)
 
 
+def cifar_folder(root):
+    names = open("data/sample/batches.meta.txt").read().split()
+    for split, source, per_class in (("train", "data_batch_1", 12), ("val", "test_batch", 6)):
+        raw = subprocess.run(["zstd", "-dc", f"data/sample/{source}.bin.zst"], check=True,
+                             capture_output=True).stdout
+        rows = np.frombuffer(raw, np.uint8).reshape(-1, 3073)
+        taken = {k: 0 for k in range(10)}
+        for i, row in enumerate(rows):
+            label = int(row[0])
+            if taken[label] == per_class:
+                continue
+            img = Image.fromarray(row[1:].reshape(3, 32, 32).transpose(1, 2, 0))
+            folder = os.path.join(root, split, names[label])
+            os.makedirs(folder, exist_ok=True)
+            if taken[label] % 2:
+                img.save(os.path.join(folder, f"{i:04d}.jpg"), quality=90)
+            else:
+                img.save(os.path.join(folder, f"{i:04d}.png"))
+            taken[label] += 1
+
+
 if __name__ == "__main__":
     top = sys.argv[1]
     shutil.rmtree(top, ignore_errors=True)
     make(os.path.join(top, "folder"))
     expected(os.path.join(top, "folder"), os.path.join(top, "expected"))
+    cifar_folder(os.path.join(top, "cifar"))
