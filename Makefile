@@ -89,7 +89,7 @@ check-asan:
 # libFuzzer (clang): each target for FUZZ_SECONDS from its committed seed corpus;
 # new finds land in build-fuzz/corpus-*, crashes in build-fuzz/crash-*.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := stream cifar safetensors pickle npy checkpoint evaluate
+FUZZ_TARGETS := stream cifar safetensors pickle npy checkpoint evaluate image
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ilib \
               -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 build-fuzz/%: tests/fuzz/fuzz_%.c tests/fuzz/memstream.h $(LIB_SRC) $(wildcard lib/*.h)

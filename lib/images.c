@@ -457,6 +457,14 @@ int image_load(const char *path, int size, long long max_pixels, uint8_t *out, c
     int read_error = ferror(f);
     fclose(f);
     if (read_error || got != len) { free(data); return fail(&err, "cannot read: %s", strerror(errno)); }
+    int r = image_decode(data, len, size, max_pixels, out, errbuf, errlen);
+    free(data);
+    return r;
+}
+
+int image_decode(const unsigned char *data, size_t len, int size, long long max_pixels, uint8_t *out, char *errbuf,
+                 size_t errlen) {
+    Err err = { errbuf, errlen };
     static const unsigned char PNG_MAGIC[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
     uint8_t *rgb = NULL;
     int w = 0, h = 0, r;
@@ -466,7 +474,6 @@ int image_load(const char *path, int size, long long max_pixels, uint8_t *out, c
     else if (other_format(data, len))
         r = fail(&err, "a %s image: incv3 decodes PNG and JPEG only", other_format(data, len));
     else r = fail(&err, "not an image (neither PNG nor JPEG)");
-    free(data);
     if (r) return r;
     if (w < 1 || h < 1) { free(rgb); return fail(&err, "an image of no pixels"); }
     image_resize(out, rgb, w, h, size);

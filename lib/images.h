@@ -38,6 +38,10 @@ void image_list_free(ImageList *l);
  * -1 with a one-line reason in err (naming no path: the caller does). Thread-safe. */
 int image_load(const char *path, int size, long long max_pixels, uint8_t *out, char *err, size_t errlen);
 
+/* The same from a file's bytes, told PNG or JPEG by their first bytes. */
+int image_decode(const unsigned char *data, size_t len, int size, long long max_pixels, uint8_t *out, char *err,
+                 size_t errlen);
+
 /* Decoded RGB (interleaved, [h, w, 3]) resized to [3, size, size] planar, as
  * PIL's Image.resize((size, size), BILINEAR) then PILToTensor. */
 void image_resize(uint8_t *out, const uint8_t *rgb, int w, int h, int size);
