@@ -76,8 +76,8 @@ static void read_folder(const char *dir, Strings *dirs, Strings *files) {
     }
     if (errno) die("%s: cannot read the folder: %s", shown_name(dir), strerror(errno));
     closedir(d);
-    qsort(dirs->s, dirs->n, sizeof *dirs->s, by_bytes);
-    if (files) qsort(files->s, files->n, sizeof *files->s, by_bytes);
+    if (dirs->n > 1) qsort(dirs->s, dirs->n, sizeof *dirs->s, by_bytes);
+    if (files && files->n > 1) qsort(files->s, files->n, sizeof *files->s, by_bytes);
 }
 
 /* The folders on the way down, to tell a loop of links from a deep tree. */
@@ -125,7 +125,7 @@ void image_list_scan(ImageList *l, const char *root) {
         Strings folders = { 0 };
         walk(class_dir, NULL, &folders);
         /* sorted(os.walk(...)) orders the folders by their whole paths */
-        qsort(folders.s, folders.n, sizeof *folders.s, by_bytes);
+        if (folders.n > 1) qsort(folders.s, folders.n, sizeof *folders.s, by_bytes);
         size_t before = l->count;
         for (size_t f = 0; f < folders.n; f++) {
             Strings subs = { 0 }, files = { 0 };
