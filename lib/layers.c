@@ -40,8 +40,14 @@ static double lanes_total(d8 v) {
 
 /* Sums of row[0..n) and of its squares. */
 static void sum_and_squares(const float *row, int64_t n, double *sum, double *squares) {
-    d8 s = { 0 }, q = { 0 };
+    d8 s = { 0 }, q = { 0 }, s2 = { 0 }, q2 = { 0 };   /* two chains: the adds' latency */
     int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        d8 v = __builtin_convertvector(load_f8(row + i), d8), w = __builtin_convertvector(load_f8(row + i + 8), d8);
+        s += v; s2 += w;
+        q += v * v; q2 += w * w;
+    }
+    s += s2; q += q2;
     for (; i + 8 <= n; i += 8) {
         d8 v = __builtin_convertvector(load_f8(row + i), d8);
         s += v;
@@ -139,8 +145,19 @@ static inline float xhat_at(const float *xh, const uint16_t *xh16, int64_t i) {
  * sum_and_squares. */
 static void relu_grad_sums(const float *xh, const uint16_t *xh16, const float *d, int64_t n,
                            float ga, float be, double *sum_dz, double *sum_dzx) {
-    d8 s = { 0 }, q = { 0 };
+    d8 s = { 0 }, q = { 0 }, s2 = { 0 }, q2 = { 0 };   /* two chains: the adds' latency */
     int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        f8 x = xh16 ? load_bf16_f8(xh16 + i) : load_f8(xh + i);
+        f8 y = xh16 ? load_bf16_f8(xh16 + i + 8) : load_f8(xh + i + 8);
+        /* bn_relu(x) > 0, NaN off */
+        d8 dz = __builtin_convertvector((f8)((i8)load_f8(d + i) & (x * ga + be > 0)), d8);
+        d8 dw = __builtin_convertvector((f8)((i8)load_f8(d + i + 8) & (y * ga + be > 0)), d8);
+        s += dz; s2 += dw;
+        q += dz * __builtin_convertvector(x, d8);
+        q2 += dw * __builtin_convertvector(y, d8);
+    }
+    s += s2; q += q2;
     for (; i + 8 <= n; i += 8) {
         f8 x = xh16 ? load_bf16_f8(xh16 + i) : load_f8(xh + i);
         i8 on = x * ga + be > 0;                  /* bn_relu(x) > 0, NaN off */
