@@ -54,10 +54,7 @@ void write_batches(Output *out, const BatchOptions *o, const BatchSource *s, cha
 
     unsigned char *x = xmalloc(batch * pixels);
     int64_t *y = xmalloc(batch * sizeof *y), *idx = xmalloc(batch * sizeof *idx);
-    size_t longest = 1;
-    for (size_t i = 0; s->paths && i < count; i++)
-        if (strlen(s->paths[i]) + 1 > longest) longest = strlen(s->paths[i]) + 1;
-    char *paths = s->paths ? xmalloc(batch * longest) : NULL;
+    char **paths = s->paths ? xmalloc(batch * sizeof *paths) : NULL;
     for (size_t k = 0; k < batches; k++) {
         size_t lo = k * global + (size_t)o->shard_i * batch, hi = lo + batch;
         if (hi > count) hi = count;
@@ -68,10 +65,10 @@ void write_batches(Output *out, const BatchOptions *o, const BatchSource *s, cha
             memcpy(x + i * pixels, s->pixels[r], pixels);
             y[i] = s->labels[r];
             idx[i] = (int64_t)r;
-            if (paths) strncpy(paths + i * longest, s->paths[r], longest);
+            if (paths) paths[i] = s->paths[r];
         }
         int64_t xd[4] = { (int64_t)b, 3, s->size, s->size }, yd[1] = { (int64_t)b };
-        if (paths) sw_write(out->w, "path", DT_U8, 2, (int64_t[]){ (int64_t)b, (int64_t)longest }, paths);
+        if (paths) sw_write_strings(out->w, "path", paths, (int)b);
         sw_write(out->w, "idx", DT_I64, 1, yd, idx);
         sw_write(out->w, "x", DT_U8, 4, xd, x);
         sw_write(out->w, "y", DT_I64, 1, yd, y);

@@ -208,8 +208,7 @@ static void read_checkpoint(StreamReader *in, const char *path, TrainState *st, 
             char **names = record_names(r, &K);
             if (K != cfg.classes) die("%s: %d class names for a model of %d classes", path, K, cfg.classes);
             model_set_class_names(m, names);
-            for (int k = 0; k < K; k++) free(names[k]);
-            free(names);
+            names_free(names);
             found = 1;
         } else if (!strncmp(r->name, "ema.", 4)) {
             if (!m->ema) m->ema = xcalloc(m->nparam_floats + m->nbuffer_floats, sizeof *m->ema);

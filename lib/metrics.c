@@ -64,8 +64,7 @@ void metrics_read(Metrics *m, StreamReader *in) {
             continue;
         }
         if (!strcmp(r->name, "names")) {
-            for (int k = 0; k < m->nnames; k++) free(m->names[k]);
-            free(m->names);
+            names_free(m->names);
             m->names = record_names(r, &m->nnames);
             continue;
         }
@@ -138,7 +137,6 @@ void metrics_free(Metrics *m) {
     free(m->count);
     free(m->correct);
     free(m->confusion);
-    for (int k = 0; k < m->nnames; k++) free(m->names[k]);
-    free(m->names);
+    names_free(m->names);
     *m = (Metrics){ 0 };
 }

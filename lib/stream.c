@@ -390,13 +390,18 @@ int parse_level(const char *s) {
     return (int)parse_ll("--level", s, ZSTD_minCLevel(), ZSTD_maxCLevel());
 }
 
-void sw_write_names(StreamWriter *w, char *const *names, int K) {
+void sw_write_strings(StreamWriter *w, const char *name, char *const *strings, int n) {
     size_t longest = 1;
-    for (int k = 0; k < K; k++) if (strlen(names[k]) + 1 > longest) longest = strlen(names[k]) + 1;
-    char *buf = xcalloc((size_t)K, longest);
-    for (int k = 0; k < K; k++) memcpy(buf + k * longest, names[k], strlen(names[k]));
-    sw_write(w, "names", DT_U8, 2, (int64_t[]){ K, (int64_t)longest }, buf);
+    for (int k = 0; k < n; k++) if (strlen(strings[k]) + 1 > longest) longest = strlen(strings[k]) + 1;
+    char *buf = xcalloc((size_t)n, longest);
+    for (int k = 0; k < n; k++) memcpy(buf + k * longest, strings[k], strlen(strings[k]));
+    sw_write(w, name, DT_U8, 2, (int64_t[]){ n, (int64_t)longest }, buf);
     free(buf);
+}
+
+void names_free(char **names) {
+    for (int k = 0; names && names[k]; k++) free(names[k]);
+    free(names);
 }
 
 char **record_names(const Record *r, int *K) {

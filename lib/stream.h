@@ -60,13 +60,16 @@ void sw_close(StreamWriter *w);
 
 #define DEFAULT_ZSTD_LEVEL 1
 
-/* Class names travel in a record "names": u8 [K, L], each name NUL-padded to L bytes
- * (the longest, plus its NUL). The decoders write it, checkpoints keep it,
- * incv3-step --eval passes the model's on, evaluate prints them. */
-void sw_write_names(StreamWriter *w, char *const *names, int K);
-/* The names of such a record, NULL-terminated (free each, then the array); *K their
- * count. Dies naming the record when it is not one. */
+/* Strings travel as a u8 [K, L] record, each NUL-padded to L bytes (the longest, plus
+ * its NUL): class names in a record "names" (the decoders write it, checkpoints keep
+ * it, incv3-step --eval passes the model's on, evaluate prints them), image-decode's
+ * file paths in a record "path". */
+void sw_write_strings(StreamWriter *w, const char *name, char *const *strings, int n);
+#define sw_write_names(w, names, K) sw_write_strings(w, "names", names, K)
+/* The names of a record "names", NULL-terminated (names_free); *K their count. Dies
+ * naming the record when it is not one. */
 char **record_names(const Record *r, int *K);
+void names_free(char **names);
 
 /* A tool's stream output: stdout, or a file written atomically (-o). */
 typedef struct {

@@ -41,8 +41,7 @@ static void predict(StreamReader *in, int top, int json, char **names, int nname
     long long image = 0;
     while (sr_next(in, &r)) {
         if (!strcmp(r.name, "names")) {
-            for (int k = 0; k < K_names; k++) free(stream_names[k]);
-            free(stream_names);
+            names_free(stream_names);
             stream_names = record_names(&r, &K_names);
         } else if (!strcmp(r.name, "path")) {
             record_expect(&r, DT_U8, 2, NULL);
@@ -115,8 +114,7 @@ static void predict(StreamReader *in, int top, int json, char **names, int nname
         }
     }
     if (!image) die("no logits in the input");
-    for (int k = 0; k < K_names; k++) free(stream_names[k]);
-    free(stream_names);
+    names_free(stream_names);
     record_free(&r);
     record_free(&paths);
 }

@@ -447,8 +447,7 @@ static void take_names(Run *r, const Record *rec) {
             break;
         }
     if (!r->o.eval) model_set_class_names(m, names);
-    for (int k = 0; k < K; k++) free(names[k]);
-    free(names);
+    names_free(names);
 }
 
 /* Reads records up to the next whole batch (x, y, and idx if any) into b: 1, or 0 at
