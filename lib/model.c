@@ -652,8 +652,19 @@ void model_use_ema(Model *m) {
     memcpy(m->buffers, m->ema + m->nparam_floats, m->nbuffer_floats * sizeof *m->buffers);
 }
 
-void model_sgd(Model *m, float lr, float momentum, float weight_decay, int nesterov) {
+void model_sgd(Model *m, float lr, float momentum, float weight_decay, float norm_bias_decay,
+               int nesterov) {
     prof_push(PROF_OPTIMIZER);
-    sgd_update(m->params, m->grads, m->momentum, m->nparam_floats, lr, momentum, weight_decay, nesterov);
+    size_t from = 0, to = 0;  /* a run of adjacent parameters that share a decay: one call */
+    float run_wd = weight_decay;
+    for (int p = 0; p <= m->nparams; p++) {
+        const Param *pi = p < m->nparams ? &m->pinfo[p] : NULL;
+        float wd = pi && pi->kind != PARAM_WEIGHT ? norm_bias_decay : weight_decay;
+        if (pi && pi->offset == to && wd == run_wd) { to += pi->size; continue; }
+        if (to > from)
+            sgd_update(m->params + from, m->grads + from, m->momentum + from, to - from, lr, momentum, run_wd,
+                       nesterov);
+        if (pi) { from = pi->offset; to = from + pi->size; run_wd = wd; }
+    }
     prof_pop();
 }

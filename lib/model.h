@@ -112,6 +112,10 @@ int model_tap_shape(const Model *m, int tap, int dims[3]);
 void model_tap_on(Model *m, int tap, int what);
 /* [N, C, H, W] of the last pass (gradients: the last training step), NULL when off. */
 const float *model_tap_values(const Model *m, int tap, int grad);
-/* SGD over every parameter (PyTorch's, nesterov as its nesterov=True). */
-void model_sgd(Model *m, float lr, float momentum, float weight_decay, int nesterov);
+/* SGD over every parameter (PyTorch's, nesterov as its nesterov=True): weight_decay on
+ * the convolutions' and classifiers' weights, norm_bias_decay on batch norm's gamma and
+ * beta and the classifiers' biases (equal: PyTorch's one parameter group; 0: timm's
+ * filter_bias_and_bn, a second group without decay). */
+void model_sgd(Model *m, float lr, float momentum, float weight_decay, float norm_bias_decay,
+               int nesterov);
 #endif

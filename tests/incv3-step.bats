@@ -163,6 +163,36 @@ PYEOF
     done
 }
 
+@test "--no-bn-decay: one step decays the weights alone; batch norm and biases step as without decay" {
+    cifar-decode -b 16 --limit 16 "$TRAIN" -o "$T/one.tz"
+    for run in "none --weight-decay 0" "all --weight-decay 0.1" "weights --weight-decay 0.1 --no-bn-decay"; do
+        set -- $run
+        incv3-step -c "$T/$1.ckpt" --width 0.0625 --steps-per-epoch 1 --log /dev/null "${@:2}" "$T/one.tz"
+        incv3-ckpt export "$T/$1.ckpt" "$T/$1.st"
+    done
+    # from the same start and gradients, a parameter differs only where decay reached it
+    "$PY" -c '
+import sys
+sys.path.insert(0, sys.argv[1])
+from compare_weights import load
+none, every, weights = (load(sys.argv[2] + "/" + n + ".st") for n in ("none", "all", "weights"))
+norm_bias = lambda k: k.endswith(".bias") or ".bn." in k
+checked = 0
+for k, v in none.items():
+    if v.dtype.kind != "f" or k.endswith(("running_mean", "running_var")):
+        continue
+    checked += 1
+    if norm_bias(k):
+        assert (weights[k] == v).all(), k + " decayed under --no-bn-decay"
+        if k.endswith(".bn.weight"):          # beta and biases start at 0: nothing to decay yet
+            assert (every[k] != v).any(), k + " not decayed by --weight-decay"
+    else:
+        assert (weights[k] == every[k]).all(), k + " decayed differently"
+        assert (weights[k] != v).any(), k + " not decayed"
+assert checked > 100, checked
+' "$HELPERS" "$T"
+}
+
 @test "--eval --ema-weights evaluates the moving average, as its export does; without one it is an error" {
     cifar-decode -b 16 --limit 64 "$TRAIN" -o "$T/all.tz"
     cifar-decode -b 32 --limit 32 "$SAMPLE/test_batch.bin.zst" -o "$T/test.tz"

@@ -195,7 +195,7 @@ TABLE
     # Cutout adds to the default augmentation only
     run train "${tiny[@]}" --cutout 8 --augment cat --run "$T/r2"
     assert_failure 2
-    for bad in "--ema 1" "--label-smoothing 2" "--tta mirror" "--cutout 0" "--schedule onecycle"; do
+    for bad in "--ema 1" "--label-smoothing 2" "--weight-decay 2" "--weight-decay x" "--tta mirror" "--cutout 0" "--schedule onecycle"; do
         run train "${tiny[@]}" $bad --run "$T/r2"
         assert_failure 2
         assert_one_line_error train
@@ -203,12 +203,14 @@ TABLE
 }
 
 @test "--recipe fast: its defaults reach incv3-step, and options given override them wherever they stand" {
-    train "${tiny[@]}" --epochs 2 --no-nesterov --recipe fast --width 0.125 --run "$T/run" 2> /dev/null
+    train "${tiny[@]}" --epochs 2 --no-nesterov --recipe fast --width 0.125 --weight-decay 1e-3 --no-bn-decay \
+        --run "$T/run" 2> /dev/null
     run sed -n 's/.*"event":"run".*"step":"\([^"]*\)".*/\1/p' "$T/run/log.jsonl"
     assert_output --partial "--width 0.125"
     assert_output --partial "--schedule linear --warmup 0.333"
     assert_output --partial "--epochs 2"
     assert_output --partial "--autocast bf16 --label-smoothing 0.2"
+    assert_output --partial "--weight-decay 1e-3 --no-bn-decay"
     refute_output --partial "--ema"
     refute_output --partial "--nesterov"
     run train "${tiny[@]}" --recipe slow --run "$T/r2"

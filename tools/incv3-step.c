@@ -23,6 +23,8 @@ static const char USAGE[] =
     "      --reinit-classifier re-initialise linear (and AuxLogits.fc) for --classes\n"
     "      --classes K (10)  --width W (1)  --aux  --seed S (0)   for a new model\n"
     "      --lr LR (0.1)  --momentum M (0.9)  --weight-decay WD (5e-4)  --nesterov\n"
+    "      --no-bn-decay           no weight decay on batch norm's gamma and beta and the\n"
+    "                              classifiers' biases (the weights keep --weight-decay)\n"
     "      --schedule multistep|cosine|linear|constant (multistep)  --warmup EPOCHS (1)\n"
     "      --milestones E,E,.. (30,60,80)  --gamma G (0.2)  --epochs E (50, where cosine\n"
     "                              and linear reach 0)\n"
@@ -62,13 +64,13 @@ enum { OPT_INIT = 256, OPT_REINIT, OPT_CLASSES, OPT_WIDTH, OPT_AUX, OPT_SEED, OP
        OPT_WD, OPT_SCHED, OPT_WARM, OPT_MILES, OPT_GAMMA, OPT_EPOCHS, OPT_SPE, OPT_GHOST, OPT_NORM,
        OPT_EXCH, OPT_BUCKET, OPT_SAVE_EVERY, OPT_NO_SAVE, OPT_LOG, OPT_THREADS, OPT_QUIET, OPT_EVAL, OPT_LEVEL,
        OPT_RAW, OPT_PROFILE, OPT_AUTOCAST, OPT_NESTEROV, OPT_SMOOTH, OPT_EMA, OPT_EMA_WEIGHTS, OPT_TTA, OPT_KERNELS,
-       OPT_TAP, OPT_TAP_GRAD, OPT_FEATURES, OPT_STATS, OPT_VERSION };
+       OPT_TAP, OPT_TAP_GRAD, OPT_FEATURES, OPT_STATS, OPT_NO_BN_DECAY, OPT_VERSION };
 
 #define MAX_TAPS 64
 
 typedef struct {
     const char *ckpt, *init, *log, *out_path, *exchange;
-    int reinit, eval, no_save, quiet, raw, level, threads, bf16, nesterov, use_ema, tta_flip, features;
+    int reinit, eval, no_save, quiet, raw, level, threads, bf16, nesterov, no_bn_decay, use_ema, tta_flip, features;
     const char *tap_names[MAX_TAPS];   /* --tap and --tap-grad, in order */
     int tap_what[MAX_TAPS], ntaps;     /* 1: values, 2: gradient */
     long long stats;                   /* --stats N; 0: off */
@@ -88,6 +90,7 @@ static void parse_options(int argc, char **argv, Options *o) {
         { "width", required_argument, 0, OPT_WIDTH }, { "aux", no_argument, 0, OPT_AUX },
         { "seed", required_argument, 0, OPT_SEED }, { "lr", required_argument, 0, OPT_LR },
         { "momentum", required_argument, 0, OPT_MOM }, { "weight-decay", required_argument, 0, OPT_WD },
+        { "no-bn-decay", no_argument, 0, OPT_NO_BN_DECAY },
         { "schedule", required_argument, 0, OPT_SCHED }, { "warmup", required_argument, 0, OPT_WARM },
         { "milestones", required_argument, 0, OPT_MILES }, { "gamma", required_argument, 0, OPT_GAMMA },
         { "epochs", required_argument, 0, OPT_EPOCHS }, { "steps-per-epoch", required_argument, 0, OPT_SPE },
@@ -152,6 +155,7 @@ static void parse_options(int argc, char **argv, Options *o) {
             break;
         case 'h': print_help(USAGE);
         case OPT_NESTEROV: o->nesterov = 1; break;
+        case OPT_NO_BN_DECAY: o->no_bn_decay = 1; break;
         case OPT_SMOOTH: o->label_smoothing = parse_double("--label-smoothing", optarg, 0, 1); break;
         case OPT_EMA:
             o->ema_decay = parse_double("--ema", optarg, 0, 1);
@@ -617,7 +621,7 @@ static void train_batch(Run *r, Batch *b, int N) {
         if (!r->params_before) r->params_before = xmalloc(r->m->nparam_floats * sizeof *r->params_before);
         memcpy(r->params_before, r->m->params, r->m->nparam_floats * sizeof *r->params_before);
     }
-    model_sgd(r->m, (float)lr, (float)o->momentum, (float)o->wd, o->nesterov);
+    model_sgd(r->m, (float)lr, (float)o->momentum, (float)o->wd, o->no_bn_decay ? 0.0f : (float)o->wd, o->nesterov);
     r->st.step++; r->trained++; r->images += N;
     if (o->ema_decay > 0) model_ema_update(r->m, o->ema_decay, r->st.step);
     r->loss_sum += metrics[0];

@@ -95,7 +95,7 @@ int main(int argc, char **argv) {
     free(errs);
 
     const float *sgd = fx("sgd")->data;
-    model_sgd(m, sgd[0], sgd[1], sgd[2], 0);
+    model_sgd(m, sgd[0], sgd[1], sgd[2], sgd[2], 0);
     printf("after one SGD step: weights' worst relative L2 difference %.3g\n", check_state(m, "step1", 1));
 
     /* Step 2 from PyTorch's state after step 1: momentum and running
@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
     ref_loss = ((const float *)fx("losses")->data)[1];
     printf("step 2 loss %.7f (PyTorch %.7f)\n", loss, ref_loss);
     CHECK(fabs(loss - ref_loss) < TOL_FORWARD * fabs(ref_loss), "loss at step 2 %.7f vs %.7f", loss, ref_loss);
-    model_sgd(m, sgd[0], sgd[1], sgd[2], 0);
+    model_sgd(m, sgd[0], sgd[1], sgd[2], sgd[2], 0);
     printf("after the second step: weights' worst relative L2 difference %.3g\n", check_state(m, "step2", 2));
     /* The update itself, which a wrong momentum would move by about half
      * (the weights only by a percent): checked as the gradients are. */
