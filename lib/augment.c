@@ -75,21 +75,22 @@ void normalize_u8(const Normalize *n, const uint8_t *in, int64_t images, int64_t
         }
 }
 
-/* For each output pixel, the source pixel index or -1 (zero fill). Output is
- * rotate(flip(crop(image))). */
-static void build_map(const AugmentSpec *s, Rng *rng, int H, int W, int32_t *map) {
+/* For each pixel of the Ho x Wo output, the index of its source pixel in the H x W
+ * image or -1 (zero fill). Output is rotate(flip(crop(image))); the crop's corner is
+ * drawn over the padded image's (H + 2 crop - Ho + 1) x (W + 2 crop - Wo + 1) places. */
+static void build_map(const AugmentSpec *s, Rng *rng, int H, int W, int Ho, int Wo, int32_t *map) {
     int oy = 0, ox = 0, flip = 0;
     double angle = 0;
-    if (s->crop) {
-        oy = (int)rng_below(rng, 2 * s->crop + 1) - s->crop;
-        ox = (int)rng_below(rng, 2 * s->crop + 1) - s->crop;
+    if (s->crop || Ho != H || Wo != W) {
+        oy = (int)rng_below(rng, (uint64_t)(H + 2 * s->crop - Ho + 1)) - s->crop;
+        ox = (int)rng_below(rng, (uint64_t)(W + 2 * s->crop - Wo + 1)) - s->crop;
     }
     if (s->flip) flip = rng_uniform(rng) < 0.5f;
     if (s->rotate_deg > 0) angle = (2.0 * rng_uniform(rng) - 1.0) * s->rotate_deg * M_PI / 180.0;
     float cs = (float)cos(angle), sn = (float)sin(angle);
-    float cy = (H - 1) * 0.5f, cx = (W - 1) * 0.5f;
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) {
+    float cy = (Ho - 1) * 0.5f, cx = (Wo - 1) * 0.5f;
+    for (int y = 0; y < Ho; y++)
+        for (int x = 0; x < Wo; x++) {
             int ry = y, rx = x;
             if (angle != 0) {   /* nearest source pixel of a counter-clockwise rotation */
                 float dx = x - cx, dy = y - cy;
@@ -97,12 +98,12 @@ static void build_map(const AugmentSpec *s, Rng *rng, int H, int W, int32_t *map
                 ry = (int)floorf(cy - sn * dx + cs * dy + 0.5f);
             }
             int32_t src = -1;
-            if (ry >= 0 && ry < H && rx >= 0 && rx < W) {
-                int fx = flip ? W - 1 - rx : rx;
+            if (ry >= 0 && ry < Ho && rx >= 0 && rx < Wo) {
+                int fx = flip ? Wo - 1 - rx : rx;
                 int sy = ry + oy, sx = fx + ox;
                 if (sy >= 0 && sy < H && sx >= 0 && sx < W) src = sy * W + sx;
             }
-            map[y * W + x] = src;
+            map[y * Wo + x] = src;
         }
 }
 
@@ -163,11 +164,16 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
     if (s->policy_on && (in->dtype != DT_U8 || (C != 1 && C != 3)))
         die("record 'x' at byte %llu: augmentation policies take u8 images with 1 or 3 channels, as torchvision's do",
             (unsigned long long)in->offset);
+    int64_t Ho = s->crop_size ? s->crop_size : H, Wo = s->crop_size ? s->crop_size : W, ohw = Ho * Wo;
+    if (Ho > H + 2 * s->crop || Wo > W + 2 * s->crop)
+        die("record 'x' at byte %llu: a crop of %lldx%lld does not fit in images of %lldx%lld padded by %d",
+            (unsigned long long)in->offset, (long long)Ho, (long long)Wo, (long long)H, (long long)W, s->crop);
+    const int64_t dims[4] = { B, C, Ho, Wo };
     if (in->nelem == 0) {       /* however many images of no pixels: nothing to do */
-        record_shape(out, "x", s->norm.on ? DT_F32 : in->dtype, 4, in->dims);
+        record_shape(out, "x", s->norm.on ? DT_F32 : in->dtype, 4, dims);
         return;
     }
-    int geometric = s->crop || s->flip || s->rotate_deg > 0;
+    int geometric = s->crop || Ho != H || Wo != W || s->flip || s->rotate_deg > 0;
     int boxes_on = s->cutout || s->erase_p > 0;
     size_t esize = dtype_size(in->dtype);
     /* geometric ops and the policy at the input's element size, then normalise, then the
@@ -176,40 +182,40 @@ void augment_batch(const AugmentSpec *s, const Record *in, const int64_t *keys, 
     static int32_t *map, (*boxes)[2][4];
     static uint8_t *scratch;
     static int64_t map_cap, boxes_cap, scratch_cap;
-    record_shape(&tmp, "x", in->dtype, 4, in->dims);
-    if (hw > map_cap) { map = xrealloc(map, hw * sizeof *map); map_cap = hw; }
+    record_shape(&tmp, "x", in->dtype, 4, dims);
+    if (ohw > map_cap) { map = xrealloc(map, ohw * sizeof *map); map_cap = ohw; }
     if (boxes_on && B > boxes_cap) { boxes = xrealloc(boxes, B * sizeof *boxes); boxes_cap = B; }
-    if (s->policy_on && 2 * C * hw > scratch_cap) { scratch = xrealloc(scratch, 2 * C * hw); scratch_cap = 2 * C * hw; }
+    if (s->policy_on && 2 * C * ohw > scratch_cap) { scratch = xrealloc(scratch, 2 * C * ohw); scratch_cap = 2 * C * ohw; }
     if (!geometric && s->policy_on) memcpy(tmp.data, in->data, in->nbytes);   /* the policy works in tmp */
     for (int64_t i = 0; i < B && (geometric || boxes_on || s->policy_on); i++) {
         Rng rng;
         rng_seed(&rng, mix64(s->seed) ^ s->epoch, (uint64_t)(keys ? keys[i] : position + i));
-        if (geometric) build_map(s, &rng, (int)H, (int)W, map);
+        if (geometric) build_map(s, &rng, (int)H, (int)W, (int)Ho, (int)Wo, map);
         if (boxes_on) memset(boxes[i], 0, sizeof boxes[i]);
-        if (s->cutout) cutout_box(s->cutout, &rng, (int)H, (int)W, boxes[i][0]);
+        if (s->cutout) cutout_box(s->cutout, &rng, (int)Ho, (int)Wo, boxes[i][0]);
         PolicyStep steps[POLICY_MAX_OPS];
-        int nsteps = s->policy_on ? policy_draw(&s->policy, &rng, (int)H, (int)W, steps) : 0;
-        if (s->erase_p > 0) erase_box(s->erase_p, &rng, (int)H, (int)W, boxes[i][1]);
+        int nsteps = s->policy_on ? policy_draw(&s->policy, &rng, (int)Ho, (int)Wo, steps) : 0;
+        if (s->erase_p > 0) erase_box(s->erase_p, &rng, (int)Ho, (int)Wo, boxes[i][1]);
         if (geometric)
             for (int64_t c = 0; c < C; c++) {
                 const char *src = (const char *)in->data + (i * C + c) * hw * esize;
-                char *dst = (char *)tmp.data + (i * C + c) * hw * esize;
+                char *dst = (char *)tmp.data + (i * C + c) * ohw * esize;
                 if (esize == 1)
-                    for (int64_t p = 0; p < hw; p++) dst[p] = map[p] < 0 ? 0 : src[map[p]];
+                    for (int64_t p = 0; p < ohw; p++) dst[p] = map[p] < 0 ? 0 : src[map[p]];
                 else
-                    for (int64_t p = 0; p < hw; p++) ((float *)dst)[p] = map[p] < 0 ? 0.0f : ((const float *)src)[map[p]];
+                    for (int64_t p = 0; p < ohw; p++) ((float *)dst)[p] = map[p] < 0 ? 0.0f : ((const float *)src)[map[p]];
             }
         for (int k = 0; k < nsteps; k++)
-            image_op(steps[k].op, steps[k].magnitude, (uint8_t *)tmp.data + i * C * hw, (int)C, (int)H, (int)W,
+            image_op(steps[k].op, steps[k].magnitude, (uint8_t *)tmp.data + i * C * ohw, (int)C, (int)Ho, (int)Wo,
                      s->fill, scratch);
     }
     const void *images = geometric || s->policy_on ? tmp.data : in->data;
     if (s->norm.on) {
-        record_shape(out, "x", DT_F32, 4, in->dims);
-        normalize_u8(&s->norm, images, B, hw, out->data);
+        record_shape(out, "x", DT_F32, 4, dims);
+        normalize_u8(&s->norm, images, B, ohw, out->data);
     } else {
-        record_shape(out, "x", in->dtype, 4, in->dims);
-        memcpy(out->data, images, in->nbytes);
+        record_shape(out, "x", in->dtype, 4, dims);
+        memcpy(out->data, images, (size_t)B * C * ohw * esize);
     }
     if (boxes_on) {
         const Normalize *mean = s->norm.on ? &s->norm : &CIFAR10_NORMALIZE;

@@ -12,6 +12,7 @@ typedef struct {
 
 typedef struct {
     int crop;            /* zero padding of the random crop, pixels */
+    int crop_size;       /* the crop's side; 0: the images' own (torchvision's RandomCrop(size, crop)) */
     int flip;            /* random horizontal flip */
     double rotate_deg;   /* random rotation in [-deg, deg] */
     int cutout;          /* Cutout: a square of this side, centred anywhere, set to the mean */
@@ -32,7 +33,8 @@ extern const Normalize CIFAR10_NORMALIZE;
 void parse_policy(const char *opt, const char *s, Policy *p);
 
 /* in: x of [B,C,H,W] u8 or f32; keys: B per-image random keys (or NULL to use
- * position + i). out: the augmented batch, f32 when normalising. The order is
+ * position + i). out: the augmented batch, f32 when normalising, of crop_size square
+ * images when set (the crop then drawn from the whole padded image, as RandomCrop). The order is
  * torchvision's CIFAR recipes': the geometric operations, the policy (u8 images),
  * normalisation, then Cutout and RandomErasing. Cutout: a cutout x cutout square
  * (clipped at the borders) centred on a pixel drawn uniformly; RandomErasing:

@@ -351,33 +351,53 @@ static void image_backward(float *din, float *dweight, const float *dout, const 
 
 /* ---- a pool, then the convolution ---- */
 
-static void require_pooled_shape(const ConvShape *cs, int H, int W) {
-    if (conv_is_pointwise(cs) || conv_path(cs, H, W) == BY_BATCH)
-        die("internal: a %dx%d convolution over %dx%d images cannot take its pool image by image",
-            cs->kh, cs->kw, H, W);
+/* Image by image (Winograd, or shifted) the pool is made in cache and never kept; over
+ * images too small for those paths (smaller crops than the network is made for) the
+ * pooled input is made whole in scratch and convolved by batch. */
+static void require_pooled_shape(const ConvShape *cs) {
+    if (conv_is_pointwise(cs)) die("internal: a 1x1 convolution cannot take its pool image by image");
+}
+
+static size_t pooled_input_floats(const ConvShape *cs, int N, int H, int W) {
+    return (size_t)cs->cin * N * H * W;
 }
 
 size_t conv_pooled_scratch_floats(const ConvShape *cs, int N, int H, int W) {
-    require_pooled_shape(cs, H, W);
-    if (conv_path(cs, H, W) == BY_WINOGRAD) return winograd_scratch_floats(cs, N, H, W);
+    require_pooled_shape(cs);
+    int path = conv_path(cs, H, W);
+    if (path == BY_WINOGRAD) return winograd_scratch_floats(cs, N, H, W);
+    if (path == BY_BATCH) return pooled_input_floats(cs, N, H, W) + conv_scratch_floats(cs, N, H, W);
     return kernel_floats(cs) + (size_t)max_threads() * image_thread_floats(cs, H, W, 1);
 }
 
 void conv_pooled_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
                          int N, int H, int W, float *scratch) {
-    require_pooled_shape(cs, H, W);
-    if (conv_path(cs, H, W) == BY_WINOGRAD) winograd_forward(out, in, weight, cs, N, H, W, scratch, 1);
-    else image_forward(out, in, weight, cs, N, H, W, scratch, 1);
+    require_pooled_shape(cs);
+    int path = conv_path(cs, H, W);
+    if (path == BY_WINOGRAD) winograd_forward(out, in, weight, cs, N, H, W, scratch, 1);
+    else if (path == BY_IMAGE_SHIFTED) image_forward(out, in, weight, cs, N, H, W, scratch, 1);
+    else {
+        float *pooled = scratch;
+        avgpool_forward(pooled, in, cs->cin * N, H, W, 3, 1, 1);
+        conv_forward(out, pooled, weight, cs, N, H, W, pooled + pooled_input_floats(cs, N, H, W));
+    }
 }
 
 void conv_pooled_backward(float *din, float *dweight, const float *dout, const float *in,
                           const float *weight, const ConvShape *cs, int N, int H, int W,
                           float *scratch) {
-    require_pooled_shape(cs, H, W);
-    if (conv_path(cs, H, W) == BY_WINOGRAD)
-        winograd_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
-    else
-        image_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
+    require_pooled_shape(cs);
+    int path = conv_path(cs, H, W);
+    if (path == BY_WINOGRAD) winograd_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
+    else if (path == BY_IMAGE_SHIFTED) image_backward(din, dweight, dout, in, weight, cs, N, H, W, scratch, 1);
+    else {      /* scratch: the pooled input, its gradient, the convolution's own */
+        size_t n = pooled_input_floats(cs, N, H, W);
+        float *pooled = scratch, *dpooled = din ? scratch + n : NULL;
+        avgpool_forward(pooled, in, cs->cin * N, H, W, 3, 1, 1);
+        if (dpooled) zero_floats(dpooled, n);
+        conv_backward(dpooled, dweight, dout, pooled, weight, cs, N, H, W, scratch + 2 * n);
+        if (din) avgpool_backward(din, dpooled, cs->cin * N, H, W, 3, 1, 1);
+    }
 }
 
 /* ---- by batch ---- */

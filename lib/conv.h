@@ -21,9 +21,10 @@ void conv_backward(float *din, float *dweight, const float *dout, const float *i
                    const float *weight, const ConvShape *cs, int N, int H, int W, float *scratch);
 
 /* avgpool 3x3 s1 p1 (padding counted in the divisor) of in, then the
- * convolution cs (stride 1, over images wide enough to go image by image):
- * the Inception-A pool branch, pooled image by image in cache and never kept.
- * d(input) is of the pool's input. Scratch: twice conv_pooled_scratch_floats. */
+ * convolution cs (stride 1, not 1x1): the Inception-A pool branch, pooled image
+ * by image in cache and never kept (over images too small to go image by image,
+ * pooled whole in scratch). d(input) is of the pool's input. Scratch: twice
+ * conv_pooled_scratch_floats. */
 size_t conv_pooled_scratch_floats(const ConvShape *cs, int N, int H, int W);
 void conv_pooled_forward(float *out, const float *in, const float *weight, const ConvShape *cs,
                          int N, int H, int W, float *scratch);

@@ -116,8 +116,8 @@ static void inception_aux(Model *m, const char *b, int x) {
     aux_classifier(m, nm(n, b, "fc"), y);
 }
 
-void inceptionv3(Model *m) {
-    int x = graph_input(m, 3, 32, 32);
+void inceptionv3(Model *m, int H, int W) {
+    int x = graph_input(m, 3, H, W);
     x = unit(m, "Conv2d_1a_3x3", x, NEW, 32, 3, 3, 1, 1, 1);
     x = unit(m, "Conv2d_2a_3x3", x, NEW, 32, 3, 3, 1, 1, 1);
     x = unit(m, "Conv2d_2b_3x3", x, NEW, 64, 3, 3, 1, 1, 1);

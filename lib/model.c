@@ -16,15 +16,16 @@
 #define BN_MOMENTUM 0.1f
 #define AUX_LOSS_WEIGHT 0.4f
 
-/* The model's layout (layers, parameters, buffers) without its big arrays. */
-static Model *model_plan(const ModelConfig *cfg) {
+/* The model's layout (layers, parameters, buffers) without its big arrays, for
+ * images of H x W. */
+static Model *model_plan(const ModelConfig *cfg, int H, int W) {
     if (cfg->classes < 1 || cfg->classes > MAX_CLASSES || !(cfg->width > 0) || cfg->width > 4)
         die("invalid model: %d classes (1 to %d), width %g (up to 4)", cfg->classes, MAX_CLASSES, cfg->width);
     Model *m = xcalloc(1, sizeof *m);
     Net *net = m->net = xcalloc(1, sizeof *m->net);
     m->cfg = *cfg;
     net->aux_input = net->aux_w = net->aux_b = -1;
-    inceptionv3(m);
+    inceptionv3(m, H, W);
     plan_groups(m);
     plan_backward_order(m);
     net->plan_training = -1;          /* the arena is planned when a step needs it */
@@ -32,14 +33,14 @@ static Model *model_plan(const ModelConfig *cfg) {
 }
 
 size_t model_state_floats(const ModelConfig *cfg) {
-    Model *m = model_plan(cfg);
+    Model *m = model_plan(cfg, INPUT_SIZE, INPUT_SIZE);
     size_t n = m->nparam_floats + m->nbuffer_floats;
     model_free(m);
     return n;
 }
 
 Model *model_create(const ModelConfig *cfg) {
-    Model *m = model_plan(cfg);
+    Model *m = model_plan(cfg, INPUT_SIZE, INPUT_SIZE);
     Net *net = m->net;
     if (m->nparam_floats > MAX_MODEL_PARAMS)
         die("a model of %d classes at width %g has %zu parameters, over the %d million incv3 allocates",
@@ -67,6 +68,48 @@ void model_free(Model *m) {
     free(m->params); free(m->grads); free(m->momentum); free(m->buffers); free(m->ema);
     model_set_class_names(m, NULL);
     free(m);
+}
+
+int model_input_size(const Model *m, int *W) {
+    const Tensor *t = &m->net->tensors[m->net->input];
+    if (W) *W = t->W;
+    return t->H;
+}
+
+int model_set_input(Model *m, int H, int W, char *why, size_t why_size) {
+    Net *net = m->net;
+    Tensor *in = &net->tensors[net->input];
+    if (in->H == H && in->W == W) return 0;
+    if (m->cfg.aux) {      /* AuxLogits.conv1's kernel is the size of its input */
+        snprintf(why, why_size, "a model with the auxiliary classifier takes %dx%d images only", in->H, in->W);
+        return -1;
+    }
+    if (H < 1 || W < 1 || H > MAX_INPUT_SIZE || W > MAX_INPUT_SIZE) {
+        snprintf(why, why_size, "images of %dx%d: sides from 1 to %d", H, W, MAX_INPUT_SIZE);
+        return -1;
+    }
+    Model *sized = model_plan(&m->cfg, H, W);      /* the same graph; only H and W differ */
+    const Net *s = sized->net;
+    for (int i = 0; i < s->nops; i++) {          /* every kernel within its padded input */
+        const Op *op = &s->ops[i];
+        const Tensor *ti = &s->tensors[op->in];
+        if (ti->H + 2 * op->cs.ph >= op->cs.kh && ti->W + 2 * op->cs.pw >= op->cs.kw) continue;
+        int k = 0;
+        while (k < s->ntaps && (s->taps[k].kind != TAP_TENSOR || s->taps[k].tensor != op->out)) k++;
+        snprintf(why, why_size, "images of %dx%d are too small: %s's %dx%d kernel meets a %dx%d input", H, W,
+                 k < s->ntaps ? s->taps[k].name : "a layer", op->cs.kh, op->cs.kw, ti->H, ti->W);
+        model_free(sized);
+        return -1;
+    }
+    if (s->ntensors != net->ntensors || sized->nparam_floats != m->nparam_floats)
+        die("internal: the graph at %dx%d differs from the graph at %dx%d", H, W, in->H, in->W);
+    for (int t = 0; t < s->ntensors; t++) {
+        net->tensors[t].H = s->tensors[t].H;
+        net->tensors[t].W = s->tensors[t].W;
+    }
+    model_free(sized);
+    net->plan_training = -1;          /* planned and allocated again by the next pass */
+    return 0;
 }
 
 void model_set_class_names(Model *m, char *const *names) {
@@ -258,10 +301,11 @@ static float *grad_at(const Model *m, int t, int N, int ev) {
     return root + (size_t)tt->choff * N * tt->H * tt->W;
 }
 
-/* x [N,3,32,32] (NCHW) into the input tensor [3, N, 32, 32] */
+/* x [N,3,H,W] (NCHW) into the input tensor [3, N, H, W] */
 static void load_input(Model *m, const float *x, int N) {
     float *in = tensor_at(m, m->net->input, N);
-    const int HW = 32 * 32;
+    const Tensor *t = &m->net->tensors[m->net->input];
+    const size_t HW = (size_t)t->H * t->W;
     for (int n = 0; n < N; n++)
         for (int c = 0; c < 3; c++)
             memcpy(in + ((size_t)c * N + n) * HW, x + ((size_t)n * 3 + c) * HW, HW * sizeof *x);

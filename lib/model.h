@@ -60,6 +60,9 @@ int scale_channels(int c, double width);
  * width 4 at up to about 5,000 classes, or width 1 at 100,000. */
 #define MAX_CLASSES 100000
 #define MAX_MODEL_PARAMS 400000000
+/* The images a model is made for (INPUT_SIZE square) and the largest side it takes. */
+#define INPUT_SIZE 32
+#define MAX_INPUT_SIZE 512
 /* Builds the graph and allocates (zeroed) parameters; call model_init to fill them.
  * Dies naming the limit on a model over MAX_MODEL_PARAMS. */
 Model *model_create(const ModelConfig *cfg);
@@ -72,7 +75,16 @@ void model_set_class_names(Model *m, char *const *names);
 void model_init(Model *m, uint64_t seed);
 int model_find_param(const Model *m, const char *name);
 
-/* One training step's forward and backward on images x [N,3,32,32] (NCHW f32)
+/* The size of the images the passes take (H; *W the width, if not NULL): 32x32 as made. */
+int model_input_size(const Model *m, int *W);
+/* Passes to come take images of H x W: the graph's sizes follow (the parameters are the
+ * same), storage is planned again. Returns -1 with why filled, changing nothing, where
+ * the network cannot take them: too small for its last blocks, or a model with the
+ * auxiliary classifier (its last kernel is the size of its input, so 32x32 only). */
+int model_set_input(Model *m, int H, int W, char *why, size_t why_size);
+
+/* One training step's forward and backward on images x [N,3,H,W] (NCHW f32, the size
+ * model_set_input set: 32x32 unless changed)
  * with labels y, or with the probabilities targets [N, K] when not NULL (MixUp,
  * CutMix; y then only counts as the images' labels): fills grads (zeroed first) and returns the mean loss
  * (plus 0.4 * the auxiliary loss when aux is on; both smoothed by
@@ -83,7 +95,7 @@ double model_train_step(Model *m, const float *x, const int64_t *y, const float 
                         uint64_t dropout_seed, const uint64_t *keys, float *logits_out);
 /* The auxiliary classifier's logits [N, K] of the last training step (aux on). */
 const float *model_aux_logits(const Model *m);
-/* Inference: logits [N, K], BN from running statistics, no dropout. */
+/* Inference on x [N,3,H,W]: logits [N, K], BN from running statistics, no dropout. */
 void model_eval(Model *m, const float *x, int N, float *logits);
 /* Floats per image of a step's arena as planned for training (1) or inference (0)
  * in the current precision; *peak: the most of it that is ever live at once. */

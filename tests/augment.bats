@@ -29,6 +29,17 @@ if rule == "crop":
         assert found is not None, i
         shifts.add(found)
     assert len(shifts) > 5, shifts
+elif rule.startswith("crop-size"):             # crop-size-S: RandomCrop(S, padding=4)
+    S = int(rule.split("-")[2])
+    assert b.shape == (len(a), 3, S, S), b.shape
+    corners = set()
+    for i in range(len(a)):
+        p = np.zeros((3, 40, 40), np.uint8); p[:, 4:36, 4:36] = a[i]
+        found = [(y, x) for y in range(41 - S) for x in range(41 - S) if (p[:, y:y + S, x:x + S] == b[i]).all()]
+        assert found, i
+        corners |= set(found)
+    ys, xs = {c[0] for c in corners}, {c[1] for c in corners}
+    assert min(ys) <= 2 and max(ys) >= 38 - S and min(xs) <= 2 and max(xs) >= 38 - S, corners
 elif rule == "flip":
     kinds = set()
     for i in range(len(a)):
@@ -56,6 +67,26 @@ PYEOF
     augment --crop 4 --seed 7 "$T/in.tz" -o "$T/out.tz"
     run check crop
     assert_output ok
+}
+
+@test "--crop-size: each image is an SxS window of its padded self, anywhere in it; the other stages on the crop" {
+    augment --crop 4 --crop-size 24 --seed 7 "$T/in.tz" -o "$T/out.tz"
+    run check crop-size-24
+    assert_output ok
+    # the side of the images themselves draws as --crop alone does
+    augment --crop 4 --seed 7 --flip --rotate 15 "$T/in.tz" -o "$T/a.tz"
+    augment --crop 4 --crop-size 32 --seed 7 --flip --rotate 15 "$T/in.tz" -o "$T/b.tz"
+    cmp "$T/a.tz" "$T/b.tz"
+    # flip, rotation, a policy, Cutout, RandomErasing and normalisation work on the crop
+    augment --crop 4 --crop-size 20 --flip --rotate 15 --policy trivialaugment --cutout 8 \
+        --random-erasing 0.5 --normalize cifar10 --seed 3 "$T/in.tz" -o "$T/c.tz"
+    run tensor ls "$T/c.tz"
+    assert_output --regexp "x +f32 +\[40,3,20,20\]"
+    # a crop larger than the padded image is a data error naming both
+    run augment --crop 2 --crop-size 37 "$T/in.tz" -o "$T/d.tz"
+    assert_failure 1
+    assert_output --partial "a crop of 37x37 does not fit in images of 32x32 padded by 2"
+    [ ! -e "$T/d.tz" ]
 }
 
 @test "flip: each image is itself or its mirror, and both happen" {
@@ -110,7 +141,7 @@ PYEOF
 
 @test "bad options exit 2; normalising f32 images, or a policy on them, is a data error" {
     for args in "--crop -1" "--rotate abc" "--normalize imagenet" "--normalize 1,2/3,4" "--nope" \
-                "--policy rand" "--policy randaugment:0,9" "--policy randaugment:2,31" "--policy randaugment:2,5,1" \
+                "--crop-size 0" "--crop-size x" "--policy rand" "--policy randaugment:0,9" "--policy randaugment:2,31" "--policy randaugment:2,5,1" \
                 "--policy randaugment:2" "--policy randaugment:2.5,9" "--policy trivialaugment:1" \
                 "--policy autoaugment:imagenet" "--fill 1,2" "--policy autoaugment --fill 256" \
                 "--random-erasing 1.5" "--mixup 0" "--cutmix -1" "--mixup 1 --switch-prob 0.5" \

@@ -114,13 +114,18 @@ import sys, numpy as np
 sys.path.insert(0, "tests/helpers")
 from streams import record, END
 d = sys.argv[1]
-open(d + "/shape.tz", "wb").write(record("x", np.zeros((2, 3, 16, 16), np.uint8)) + record("y", np.zeros(2, np.int64)) + END)
+open(d + "/shape.tz", "wb").write(record("x", np.zeros((2, 4, 16, 16), np.uint8)) + record("y", np.zeros(2, np.int64)) + END)
+open(d + "/small.tz", "wb").write(record("x", np.zeros((2, 3, 32, 7), np.uint8)) + record("y", np.zeros(2, np.int64)) + END)
 open(d + "/label.tz", "wb").write(record("x", np.zeros((2, 3, 32, 32), np.uint8)) + record("y", np.array([1, 10], np.int64)) + END)
 PYEOF
     run incv3-step -c "$T/m.ckpt" --width 0.125 "$T/shape.tz"
     assert_failure 1
     assert_one_line_error incv3-step
-    assert_output --partial "dimension 2 is 16"
+    assert_output --partial "dimension 1 is 4"
+    run incv3-step -c "$T/m.ckpt" --width 0.125 "$T/small.tz"
+    assert_failure 1
+    assert_one_line_error incv3-step
+    assert_output --partial "images of 32x7 are too small"
     run incv3-step -c "$T/m.ckpt" --width 0.125 "$T/label.tz"
     assert_failure 1
     assert_output --partial "label 10"
@@ -191,6 +196,30 @@ for k, v in none.items():
         assert (weights[k] != v).any(), k + " not decayed"
 assert checked > 100, checked
 ' "$HELPERS" "$T"
+}
+
+@test "smaller crops train the same model and 32x32 evaluates it; too small a size, or --aux, is refused whole" {
+    # progressive resizing's two epochs: 20x20 crops, then 24x24
+    cifar-decode -b 16 --limit 32 --shuffle 1 --epoch 0 "$TRAIN" | augment --crop 4 --crop-size 20 -o "$T/c20.tz"
+    cifar-decode -b 16 --limit 32 --shuffle 1 --epoch 1 "$TRAIN" | augment --crop 4 --crop-size 24 -o "$T/c24.tz"
+    incv3-step -c "$T/m.ckpt" --width 0.0625 --log "$T/log" "$T/c20.tz"
+    incv3-step -c "$T/m.ckpt" --width 0.0625 --log "$T/log" "$T/c24.tz"
+    grep -q '"event":"train_epoch".*"input":\[20,20\]' "$T/log"
+    grep -q '"event":"train_epoch".*"input":\[24,24\]' "$T/log"
+    [ "$(grep -c '"event":"step"' "$T/log")" -eq 4 ]
+    cifar-decode -b 50 --limit 100 "$SAMPLE/test_batch.bin.zst" | incv3-step --eval -c "$T/m.ckpt" --tta flip \
+        | evaluate --json > "$T/eval.json"
+    grep -q '"images":100,' "$T/eval.json"
+    cp "$T/m.ckpt" "$T/before.ckpt"
+    cifar-decode -b 16 --limit 32 --shuffle 1 --epoch 2 "$TRAIN" | augment --crop-size 8 -o "$T/c8.tz"
+    run incv3-step -c "$T/m.ckpt" --log /dev/null "$T/c8.tz"
+    assert_failure 1
+    assert_output "incv3-step: record 'x' at byte 246: images of 8x8 are too small: Mixed_7a.branch3x3's 3x3 kernel meets a 2x2 input"
+    cmp "$T/m.ckpt" "$T/before.ckpt"
+    run incv3-step -c "$T/aux.ckpt" --width 0.0625 --aux --log /dev/null "$T/c24.tz"
+    assert_failure 1
+    assert_output --partial "a model with the auxiliary classifier takes 32x32 images only"
+    [ ! -e "$T/aux.ckpt" ]
 }
 
 @test "--eval --ema-weights evaluates the moving average, as its export does; without one it is an error" {

@@ -231,6 +231,20 @@ TABLE
     done
 }
 
+@test "--progressive: the epochs in equal parts, each on its crops, the tests at 32x32; bad sizes stop train first" {
+    train "${tiny[@]}" --width 0.0625 --epochs 3 --progressive 16,24 --run "$T/run" 2> /dev/null
+    run sed -n 's/.*"event":"train_epoch","epoch":\([0-9]\).*"input":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2x\3/p' "$T/run/log.jsonl"
+    assert_output "$(printf '0 16x16\n1 16x16\n2 24x24')"
+    [ "$(grep -c '"event":"epoch"' "$T/run/log.jsonl")" -eq 3 ]
+    for bad in "--progressive 8" "--progressive 24,x" "--progressive 40" "--progressive ," \
+               "--progressive 24 --aux" "--progressive 24 --augment cat"; do
+        run train "${tiny[@]}" $bad --run "$T/r2"
+        assert_failure 2
+        assert_one_line_error train
+        [ ! -e "$T/r2" ]
+    done
+}
+
 @test "installed: incv3-train runs from its own directory and draws --stats with incv3-plot-stats" {
     make -s -C "$BATS_TEST_DIRNAME/.." BUILD="${INCV3_BUILD:-build}" install DESTDIR="$T/root" PREFIX=/usr > /dev/null
     [ -x "$T/root/usr/bin/incv3-plot-stats" ]

@@ -14,6 +14,8 @@ static const char USAGE[] =
     "other record through unchanged. Randomness per image comes from --seed, --epoch\n"
     "and the image's source number (record idx, else its position in the stream).\n"
     "      --crop P           random crop with P pixels of zero padding (default 0)\n"
+    "      --crop-size S      crops of S x S (default: the images' size), drawn over the\n"
+    "                         whole padded image: torchvision's RandomCrop(S, padding=P)\n"
     "      --flip             random horizontal flip with probability 1/2\n"
     "      --rotate DEG       random rotation in [-DEG, DEG] degrees, nearest, fill 0\n"
     "      --policy P         torchvision's augmentation policy on u8 images, after the\n"
@@ -37,7 +39,7 @@ static const char USAGE[] =
     "      --level L          zstd level (default 1)   --raw  uncompressed output\n"
     "  -h, --help             --version\n";
 
-enum { OPT_CROP = 256, OPT_FLIP, OPT_ROTATE, OPT_CUTOUT, OPT_POLICY, OPT_FILL, OPT_ERASE, OPT_MIXUP,
+enum { OPT_CROP = 256, OPT_CROP_SIZE, OPT_FLIP, OPT_ROTATE, OPT_CUTOUT, OPT_POLICY, OPT_FILL, OPT_ERASE, OPT_MIXUP,
        OPT_CUTMIX, OPT_SWITCH, OPT_CLASSES, OPT_NORM, OPT_SEED, OPT_EPOCH, OPT_LEVEL,
        OPT_RAW, OPT_VERSION };
 
@@ -77,6 +79,7 @@ int main(int argc, char **argv) {
     tool_init("augment", argc, argv);
     static const struct option longopts[] = {
         { "crop", required_argument, 0, OPT_CROP }, { "flip", no_argument, 0, OPT_FLIP },
+        { "crop-size", required_argument, 0, OPT_CROP_SIZE },
         { "rotate", required_argument, 0, OPT_ROTATE }, { "normalize", required_argument, 0, OPT_NORM },
         { "cutout", required_argument, 0, OPT_CUTOUT }, { "policy", required_argument, 0, OPT_POLICY },
         { "fill", required_argument, 0, OPT_FILL }, { "mixup", required_argument, 0, OPT_MIXUP },
@@ -94,6 +97,7 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_CROP: spec.crop = (int)parse_ll("--crop", optarg, 0, 64); break;
+        case OPT_CROP_SIZE: spec.crop_size = (int)parse_ll("--crop-size", optarg, 1, 4096); break;
         case OPT_FLIP: spec.flip = 1; break;
         case OPT_ROTATE: spec.rotate_deg = parse_double("--rotate", optarg, 0, 180); break;
         case OPT_CUTOUT: spec.cutout = (int)parse_ll("--cutout", optarg, 1, 4096); break;

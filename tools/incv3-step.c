@@ -210,19 +210,27 @@ typedef struct {
     float *xf;
     int64_t *labels;
     uint64_t *keys;
-    size_t cap;
+    size_t cap, xf_cap;           /* images; floats of xf */
     int have_x, have_idx, have_soft;
 } Batch;
 
-/* x as f32 NCHW, normalising u8; y as i64 in [0, K). */
+/* x as f32 NCHW, normalising u8; y as i64 in [0, K). Images of another size than the
+ * last batch's set the model's (model_set_input: progressive resizing, smaller crops). */
 /* eval: labels may be -1 (pictures nobody labelled; they pass on to evaluate --predict) */
-static int prepare_batch(Batch *b, const Normalize *norm, int K, int eval) {
+static int prepare_batch(Batch *b, Model *m, const Normalize *norm, int eval) {
     const Record *x = &b->x, *y = &b->y;
-    int64_t want[4] = { -1, 3, 32, 32 };
+    const int K = m->cfg.classes;
+    int64_t want[4] = { -1, 3, -1, -1 };
     if (x->dtype != DT_U8 && x->dtype != DT_F32) record_expect(x, DT_F32, 4, want);
     record_expect(x, x->dtype, 4, want);
     int N = (int)x->dims[0];
     if (N < 1) die("record 'x' at byte %llu: empty batch", (unsigned long long)x->offset);
+    char why[200];
+    if (x->dims[2] > MAX_INPUT_SIZE || x->dims[3] > MAX_INPUT_SIZE ||
+        model_set_input(m, (int)x->dims[2], (int)x->dims[3], why, sizeof why))
+        die("record 'x' at byte %llu: %s", (unsigned long long)x->offset,
+            x->dims[2] > MAX_INPUT_SIZE || x->dims[3] > MAX_INPUT_SIZE ? "images over 512 pixels a side" : why);
+    const size_t hw = (size_t)x->dims[2] * x->dims[3];
     if (y->rank != 1 || y->dims[0] != N || (y->dtype != DT_I64 && y->dtype != DT_I32))
         die("record 'y' at byte %llu: expected %d labels (i64) for x", (unsigned long long)y->offset, N);
     if (b->have_soft) {         /* probabilities: [N, K], each row >= 0 summing to 1 */
@@ -243,11 +251,14 @@ static int prepare_batch(Batch *b, const Normalize *norm, int K, int eval) {
         die("record 'idx' at byte %llu: expected %d record numbers (i64) for x", (unsigned long long)b->idx.offset, N);
     if ((size_t)N > b->cap) {
         b->cap = N;
-        b->xf = xrealloc(b->xf, (size_t)N * 3 * 1024 * sizeof *b->xf);
         b->labels = xrealloc(b->labels, (size_t)N * sizeof *b->labels);
         b->keys = xrealloc(b->keys, (size_t)N * sizeof *b->keys);
     }
-    if (x->dtype == DT_U8) normalize_u8(norm, x->data, N, 1024, b->xf);
+    if ((size_t)N * 3 * hw > b->xf_cap) {
+        b->xf_cap = (size_t)N * 3 * hw;
+        b->xf = xrealloc(b->xf, b->xf_cap * sizeof *b->xf);
+    }
+    if (x->dtype == DT_U8) normalize_u8(norm, x->data, N, (int64_t)hw, b->xf);
     else memcpy(b->xf, x->data, x->nbytes);
     for (int i = 0; i < N; i++) {
         int64_t l = y->dtype == DT_I64 ? ((int64_t *)y->data)[i] : ((int32_t *)y->data)[i];
@@ -494,19 +505,20 @@ static int read_batch(Run *r, Batch *b) {
     }
 }
 
-/* images [N, 3, 32, 32] mirrored left to right */
-static void flip_images(float *dst, const float *src, int N) {
-    for (int row = 0; row < N * 3 * 32; row++)
-        for (int x = 0; x < 32; x++) dst[row * 32 + x] = src[row * 32 + 31 - x];
+/* images [N, 3, H, W] mirrored left to right */
+static void flip_images(float *dst, const float *src, int N, int H, int W) {
+    for (size_t row = 0; row < (size_t)N * 3 * H; row++)
+        for (int x = 0; x < W; x++) dst[row * W + x] = src[row * W + W - 1 - x];
 }
 
 static void eval_batch(Run *r, Batch *b, int N) {
     int K = r->m->cfg.classes;
     model_eval(r->m, b->xf, N, r->logits);
     if (r->o.tta_flip) {        /* the mean of the logits of each image and its mirror */
-        float *flipped = xmalloc((size_t)N * 3 * 1024 * sizeof *flipped);
+        int W, H = model_input_size(r->m, &W);
+        float *flipped = xmalloc((size_t)N * 3 * H * W * sizeof *flipped);
         float *mirror_logits = xmalloc((size_t)N * K * sizeof *mirror_logits);
-        flip_images(flipped, b->xf, N);
+        flip_images(flipped, b->xf, N, H, W);
         model_eval(r->m, flipped, N, mirror_logits);
         for (size_t i = 0; i < (size_t)N * K; i++) r->logits[i] = 0.5f * (r->logits[i] + mirror_logits[i]);
         free(flipped); free(mirror_logits);
@@ -649,10 +661,11 @@ static void finish_run(Run *r) {
         if (r->trained && !o->no_save) checkpoint_save(o->ckpt, r->m, &r->st);
         if (r->trained) {
             double elapsed = now_seconds() - r->t_start;
+            int w, h = model_input_size(r->m, &w);
             fprintf(r->log, "{\"event\":\"train_epoch\",\"epoch\":%llu,\"steps\":%llu,\"loss\":%.6f,"
-                    "\"accuracy\":%.4f,\"images_per_s\":%.2f,\"seconds\":%.1f}\n",
+                    "\"accuracy\":%.4f,\"images_per_s\":%.2f,\"seconds\":%.1f,\"input\":[%d,%d]}\n",
                     (unsigned long long)r->epoch, (unsigned long long)r->trained, r->loss_sum / r->trained,
-                    (double)r->correct_sum / r->images, r->images / elapsed, elapsed);
+                    (double)r->correct_sum / r->images, r->images / elapsed, elapsed, h, w);
         }
         if (prof_enabled) prof_report(r->log);
         xfflush(r->log, o->log ? o->log : "stdout");
@@ -681,7 +694,7 @@ int main(int argc, char **argv) {
             continue;
         }
         prof_push(PROF_INPUT);
-        int N = prepare_batch(&b, &r.o.norm, r.m->cfg.classes, r.o.eval);
+        int N = prepare_batch(&b, r.m, &r.o.norm, r.o.eval);
         prof_pop();
         if ((size_t)N * r.m->cfg.classes > r.logits_cap) {
             r.logits_cap = (size_t)N * r.m->cfg.classes;

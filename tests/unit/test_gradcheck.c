@@ -345,6 +345,8 @@ int main(int argc, char **argv) {
     check_conv("1x7 p(0,3) by batch, 3 threads", (ConvShape){ 3, 4, 1, 7, 1, 1, 0, 3 }, 4, 12, 14);
     pooled = 1;
     check_conv("avgpool 3x3 then 3x3 p1, 3 threads", (ConvShape){ 3, 4, 3, 3, 1, 1, 1, 1 }, 3, 20, 20);
+    /* images too small to go image by image (smaller crops): the pooled input whole, by batch */
+    check_conv("avgpool 3x3 then 3x3 p1 by batch, 3 threads", (ConvShape){ 3, 4, 3, 3, 1, 1, 1, 1 }, 3, 8, 7);
     pooled = 0;
     set_threads(1);
     check_conv1x1_group();
