@@ -107,6 +107,7 @@ int model_set_input(Model *m, int H, int W, char *why, size_t why_size) {
         net->tensors[t].H = s->tensors[t].H;
         net->tensors[t].W = s->tensors[t].W;
     }
+    net->pool_per_image = s->pool_per_image;
     model_free(sized);
     net->plan_training = -1;          /* planned and allocated again by the next pass */
     return 0;

@@ -226,10 +226,11 @@ static int prepare_batch(Batch *b, Model *m, const Normalize *norm, int eval) {
     int N = (int)x->dims[0];
     if (N < 1) die("record 'x' at byte %llu: empty batch", (unsigned long long)x->offset);
     char why[200];
-    if (x->dims[2] > MAX_INPUT_SIZE || x->dims[3] > MAX_INPUT_SIZE ||
-        model_set_input(m, (int)x->dims[2], (int)x->dims[3], why, sizeof why))
-        die("record 'x' at byte %llu: %s", (unsigned long long)x->offset,
-            x->dims[2] > MAX_INPUT_SIZE || x->dims[3] > MAX_INPUT_SIZE ? "images over 512 pixels a side" : why);
+    if (x->dims[2] > MAX_INPUT_SIZE || x->dims[3] > MAX_INPUT_SIZE)
+        die("record 'x' at byte %llu: images of %lldx%lld: sides from 1 to %d", (unsigned long long)x->offset,
+            (long long)x->dims[2], (long long)x->dims[3], MAX_INPUT_SIZE);
+    if (model_set_input(m, (int)x->dims[2], (int)x->dims[3], why, sizeof why))
+        die("record 'x' at byte %llu: %s", (unsigned long long)x->offset, why);
     const size_t hw = (size_t)x->dims[2] * x->dims[3];
     if (y->rank != 1 || y->dims[0] != N || (y->dtype != DT_I64 && y->dtype != DT_I32))
         die("record 'y' at byte %llu: expected %d labels (i64) for x", (unsigned long long)y->offset, N);

@@ -1,7 +1,8 @@
 """Writes tests/fixtures/sizes.tz: the conformance fixture's model (its initial state
 and batch, from tests/fixtures/conformance.tz; without the auxiliary classifier, whose
 last kernel is the size of 32x32 inputs; float64) over images of other sizes, as
-progressive resizing trains it: for 24x24 and 20x28 crops of the batch, a training
+progressive resizing trains it: for 24x24 and 20x28 crops of the batch and the batch
+zero-padded to 36x40 (larger images: every buffer follows the size), a training
 step's logits, loss and every parameter gradient, and the logits in inference, for
 tests/unit/test_sizes.c. Run with Debian's python3-torch:
     /usr/bin/python3 tests/pytorch/make_sizes_fixture.py tests/fixtures/conformance.tz tests/fixtures/sizes.tz
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from inceptionv3 import InceptionV3, stream_end, stream_record
 from make_taps_fixture import read_stream
 
-SIZES = [(24, 24), (20, 28)]
+SIZES = [(24, 24), (20, 28), (36, 40)]
 
 
 def main(src, out):
@@ -27,7 +28,8 @@ def main(src, out):
     y = torch.from_numpy(r["y"].copy())
     recs = [stream_record("sizes", np.array(SIZES, dtype=np.int64))]
     for h, w in SIZES:
-        x = torch.from_numpy(r["x"][:, :, :h, :w].copy()).double()
+        x = torch.from_numpy(r["x"].copy()).double()
+        x = F.pad(x, (0, max(w - 32, 0), 0, max(h - 32, 0)))[:, :, :h, :w]
         tag = "%dx%d" % (h, w)
         model = InceptionV3(classes, float(r["width"][0]), aux=False).double()
         model.dropout.p = 0.0
