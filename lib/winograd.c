@@ -290,29 +290,36 @@ static void line_scatter_add(float *in, int64_t image, const float *lines, const
 }
 
 /* ---- the transforms, on rows of L floats (rows of d, v, m and dm `stride`
- * floats apart), 16 x at a time: each x's inputs are loaded once and every
+ * floats apart), LANES x at a time: each x's inputs are loaded once and every
  * output row made from them in registers (the last block partial: lanes at
- * and past n are not read or written). ---- */
-typedef float f16 __attribute__((vector_size(64)));
+ * and past n are not read or written). 16 lanes are one AVX-512 register; without
+ * AVX-512, 8 (one AVX2 register): the same bits, no spills, and no vectors that
+ * the ABI passes in registers the CPU lacks. ---- */
+#ifdef __AVX512F__
+enum { LANES = 16 };
+#else
+enum { LANES = 8 };
+#endif
+typedef float fvec __attribute__((vector_size(LANES * sizeof(float))));
 
-static inline f16 load16(const float *p, int n) {
-    f16 v = { 0 };
+static inline fvec loadv(const float *p, int n) {
+    fvec v = { 0 };
     memcpy(&v, p, n * sizeof *p);
     return v;
 }
 
-static inline void store16(float *p, f16 v, int n) { memcpy(p, &v, n * sizeof *p); }
+static inline void storev(float *p, fvec v, int n) { memcpy(p, &v, n * sizeof *p); }
 
 /* o[r] (+)= sum over l < terms of c[r * c_row + l * c_col] src[l], r < rows, at x (n lanes) */
-static inline __attribute__((always_inline)) void transform16(float *o, int64_t o_stride, const float *src,
+static inline __attribute__((always_inline)) void transform_v(float *o, int64_t o_stride, const float *src,
         int64_t s_stride, const float *c, int c_row, int c_col, const int rows, const int terms, const int add,
         int64_t x, int n) {
-    f16 in[ALPHA_MAX];
-    for (int l = 0; l < terms; l++) in[l] = load16(src + l * s_stride + x, n);
+    fvec in[ALPHA_MAX];
+    for (int l = 0; l < terms; l++) in[l] = loadv(src + l * s_stride + x, n);
     for (int r = 0; r < rows; r++) {
-        f16 acc = add ? load16(o + r * o_stride + x, n) : (f16){ 0 };
+        fvec acc = add ? loadv(o + r * o_stride + x, n) : (fvec){ 0 };
         for (int l = 0; l < terms; l++) acc += c[r * c_row + l * c_col] * in[l];
-        store16(o + r * o_stride + x, acc, n);
+        storev(o + r * o_stride + x, acc, n);
     }
 }
 
@@ -320,8 +327,8 @@ static inline __attribute__((always_inline)) void transform_n(float *o, int64_t 
         int64_t s_stride, const float *c, int c_row, int c_col, const int rows, const int terms, const int add,
         int64_t L) {
     int64_t x = 0;
-    for (; x + 16 <= L; x += 16) transform16(o, o_stride, src, s_stride, c, c_row, c_col, rows, terms, add, x, 16);
-    if (x < L) transform16(o, o_stride, src, s_stride, c, c_row, c_col, rows, terms, add, x, (int)(L - x));
+    for (; x + LANES <= L; x += LANES) transform_v(o, o_stride, src, s_stride, c, c_row, c_col, rows, terms, add, x, LANES);
+    if (x < L) transform_v(o, o_stride, src, s_stride, c, c_row, c_col, rows, terms, add, x, (int)(L - x));
 }
 
 /* A line's full matrix on rows: rows and terms constant (inlined) for F(4, 7),
@@ -338,102 +345,102 @@ static void transform(float *o, int64_t o_stride, const float *src, int64_t s_st
 /* ---- the paired transforms (line_paired) ---- */
 
 /* v = B' d at x (n lanes) */
-static inline __attribute__((always_inline)) void input_paired16(float *v, int64_t v_stride, const float *d,
+static inline __attribute__((always_inline)) void input_paired_v(float *v, int64_t v_stride, const float *d,
         int64_t d_stride, const float (*b)[ALPHA_MAX], int64_t x, int n) {
-    f16 e0 = load16(d + x, n), o0 = load16(d + d_stride + x, n), e1 = load16(d + 2 * d_stride + x, n);
-    f16 o1 = load16(d + 3 * d_stride + x, n), e2 = load16(d + 4 * d_stride + x, n);
-    f16 o2 = load16(d + 5 * d_stride + x, n), e3 = load16(d + 6 * d_stride + x, n);
-    f16 o3 = load16(d + 7 * d_stride + x, n);
-    store16(v + x, b[0][0] * e0 + b[0][2] * e1 + b[0][4] * e2 + b[0][6] * e3, n);
-    store16(v + 7 * v_stride + x, b[7][1] * o0 + b[7][3] * o1 + b[7][5] * o2 + b[7][7] * o3, n);
+    fvec e0 = loadv(d + x, n), o0 = loadv(d + d_stride + x, n), e1 = loadv(d + 2 * d_stride + x, n);
+    fvec o1 = loadv(d + 3 * d_stride + x, n), e2 = loadv(d + 4 * d_stride + x, n);
+    fvec o2 = loadv(d + 5 * d_stride + x, n), e3 = loadv(d + 6 * d_stride + x, n);
+    fvec o3 = loadv(d + 7 * d_stride + x, n);
+    storev(v + x, b[0][0] * e0 + b[0][2] * e1 + b[0][4] * e2 + b[0][6] * e3, n);
+    storev(v + 7 * v_stride + x, b[7][1] * o0 + b[7][3] * o1 + b[7][5] * o2 + b[7][7] * o3, n);
     for (int j = 1; j < 7; j += 2) {              /* rows a and -a */
-        f16 even = b[j][0] * e0 + b[j][2] * e1 + b[j][4] * e2 + b[j][6] * e3;
-        f16 odd = b[j][1] * o0 + b[j][3] * o1 + b[j][5] * o2;
-        store16(v + j * v_stride + x, even + odd, n);
-        store16(v + (j + 1) * v_stride + x, even - odd, n);
+        fvec even = b[j][0] * e0 + b[j][2] * e1 + b[j][4] * e2 + b[j][6] * e3;
+        fvec odd = b[j][1] * o0 + b[j][3] * o1 + b[j][5] * o2;
+        storev(v + j * v_stride + x, even + odd, n);
+        storev(v + (j + 1) * v_stride + x, even - odd, n);
     }
 }
 
 static void input_paired(float *v, int64_t v_stride, const float *d, int64_t d_stride, const Line *f, int64_t L) {
     int64_t x = 0;
-    for (; x + 16 <= L; x += 16) input_paired16(v, v_stride, d, d_stride, f->bt, x, 16);
-    if (x < L) input_paired16(v, v_stride, d, d_stride, f->bt, x, (int)(L - x));
+    for (; x + LANES <= L; x += LANES) input_paired_v(v, v_stride, d, d_stride, f->bt, x, LANES);
+    if (x < L) input_paired_v(v, v_stride, d, d_stride, f->bt, x, (int)(L - x));
 }
 
-/* d += B dv at x (n lanes): the transpose of input_paired16 */
-static inline __attribute__((always_inline)) void input_paired_backward16(float *d, int64_t d_stride,
+/* d += B dv at x (n lanes): the transpose of input_paired_v */
+static inline __attribute__((always_inline)) void input_paired_backward_v(float *d, int64_t d_stride,
         const float *dv, int64_t v_stride, const float (*b)[ALPHA_MAX], int64_t x, int n) {
-    f16 v0 = load16(dv + x, n), v7 = load16(dv + 7 * v_stride + x, n), sum[3], diff[3];
+    fvec v0 = loadv(dv + x, n), v7 = loadv(dv + 7 * v_stride + x, n), sum[3], diff[3];
     for (int p = 0; p < 3; p++) {
-        f16 pos = load16(dv + (1 + 2 * p) * v_stride + x, n), neg = load16(dv + (2 + 2 * p) * v_stride + x, n);
+        fvec pos = loadv(dv + (1 + 2 * p) * v_stride + x, n), neg = loadv(dv + (2 + 2 * p) * v_stride + x, n);
         sum[p] = pos + neg;
         diff[p] = pos - neg;
     }
     for (int l = 0; l < 7; l += 2)
-        store16(d + l * d_stride + x, load16(d + l * d_stride + x, n) + b[0][l] * v0 + b[1][l] * sum[0] +
+        storev(d + l * d_stride + x, loadv(d + l * d_stride + x, n) + b[0][l] * v0 + b[1][l] * sum[0] +
                 b[3][l] * sum[1] + b[5][l] * sum[2], n);
     for (int l = 1; l < 7; l += 2)
-        store16(d + l * d_stride + x, load16(d + l * d_stride + x, n) + b[7][l] * v7 + b[1][l] * diff[0] +
+        storev(d + l * d_stride + x, loadv(d + l * d_stride + x, n) + b[7][l] * v7 + b[1][l] * diff[0] +
                 b[3][l] * diff[1] + b[5][l] * diff[2], n);
-    store16(d + 7 * d_stride + x, load16(d + 7 * d_stride + x, n) + b[7][7] * v7, n);
+    storev(d + 7 * d_stride + x, loadv(d + 7 * d_stride + x, n) + b[7][7] * v7, n);
 }
 
 static void input_paired_backward(float *d, int64_t d_stride, const float *dv, int64_t v_stride, const Line *f,
                                   int64_t L) {
     int64_t x = 0;
-    for (; x + 16 <= L; x += 16) input_paired_backward16(d, d_stride, dv, v_stride, f->bt, x, 16);
-    if (x < L) input_paired_backward16(d, d_stride, dv, v_stride, f->bt, x, (int)(L - x));
+    for (; x + LANES <= L; x += LANES) input_paired_backward_v(d, d_stride, dv, v_stride, f->bt, x, LANES);
+    if (x < L) input_paired_backward_v(d, d_stride, dv, v_stride, f->bt, x, (int)(L - x));
 }
 
 /* y [outputs][L] = A' m at x (n lanes) */
-static inline __attribute__((always_inline)) void output_paired16(float *y, int64_t y_stride, const float *m,
+static inline __attribute__((always_inline)) void output_paired_v(float *y, int64_t y_stride, const float *m,
         int64_t m_stride, const float (*a)[ALPHA_MAX], const int outputs, int64_t x, int n) {
-    f16 sum[3], diff[3];
+    fvec sum[3], diff[3];
     for (int p = 0; p < 3; p++) {
-        f16 pos = load16(m + (1 + 2 * p) * m_stride + x, n), neg = load16(m + (2 + 2 * p) * m_stride + x, n);
+        fvec pos = loadv(m + (1 + 2 * p) * m_stride + x, n), neg = loadv(m + (2 + 2 * p) * m_stride + x, n);
         sum[p] = pos + neg;
         diff[p] = pos - neg;
     }
     for (int i = 0; i < outputs; i++) {
-        const f16 *s = i % 2 ? diff : sum;
-        f16 out = a[i][1] * s[0] + a[i][3] * s[1] + a[i][5] * s[2];
-        if (i == 0) out += load16(m + x, n);
-        if (i == outputs - 1) out += load16(m + 7 * m_stride + x, n);
-        store16(y + i * y_stride + x, out, n);
+        const fvec *s = i % 2 ? diff : sum;
+        fvec out = a[i][1] * s[0] + a[i][3] * s[1] + a[i][5] * s[2];
+        if (i == 0) out += loadv(m + x, n);
+        if (i == outputs - 1) out += loadv(m + 7 * m_stride + x, n);
+        storev(y + i * y_stride + x, out, n);
     }
 }
 
-/* dm = A dy at x (n lanes): the transpose of output_paired16 */
-static inline __attribute__((always_inline)) void output_paired_backward16(float *dm, int64_t m_stride,
+/* dm = A dy at x (n lanes): the transpose of output_paired_v */
+static inline __attribute__((always_inline)) void output_paired_backward_v(float *dm, int64_t m_stride,
         const float *dy, int64_t y_stride, const float (*a)[ALPHA_MAX], const int outputs, int64_t x, int n) {
-    f16 even[3] = { 0 }, odd[3] = { 0 };
+    fvec even[3] = { 0 }, odd[3] = { 0 };
     for (int i = 0; i < outputs; i++) {
-        f16 yi = load16(dy + i * y_stride + x, n);
+        fvec yi = loadv(dy + i * y_stride + x, n);
         for (int p = 0; p < 3; p++) {
             if (i % 2) odd[p] += a[i][1 + 2 * p] * yi;
             else even[p] += a[i][1 + 2 * p] * yi;
         }
     }
-    store16(dm + x, load16(dy + x, n), n);
+    storev(dm + x, loadv(dy + x, n), n);
     for (int p = 0; p < 3; p++) {
-        store16(dm + (1 + 2 * p) * m_stride + x, even[p] + odd[p], n);
-        store16(dm + (2 + 2 * p) * m_stride + x, even[p] - odd[p], n);
+        storev(dm + (1 + 2 * p) * m_stride + x, even[p] + odd[p], n);
+        storev(dm + (2 + 2 * p) * m_stride + x, even[p] - odd[p], n);
     }
-    store16(dm + 7 * m_stride + x, load16(dy + (outputs - 1) * y_stride + x, n), n);
+    storev(dm + 7 * m_stride + x, loadv(dy + (outputs - 1) * y_stride + x, n), n);
 }
 
 static inline __attribute__((always_inline)) void output_paired_n(float *y, int64_t y_stride, const float *m,
         int64_t m_stride, const Line *f, const int outputs, int64_t L) {
     int64_t x = 0;
-    for (; x + 16 <= L; x += 16) output_paired16(y, y_stride, m, m_stride, f->at, outputs, x, 16);
-    if (x < L) output_paired16(y, y_stride, m, m_stride, f->at, outputs, x, (int)(L - x));
+    for (; x + LANES <= L; x += LANES) output_paired_v(y, y_stride, m, m_stride, f->at, outputs, x, LANES);
+    if (x < L) output_paired_v(y, y_stride, m, m_stride, f->at, outputs, x, (int)(L - x));
 }
 
 static inline __attribute__((always_inline)) void output_paired_backward_n(float *dm, int64_t m_stride,
         const float *dy, int64_t y_stride, const Line *f, const int outputs, int64_t L) {
     int64_t x = 0;
-    for (; x + 16 <= L; x += 16) output_paired_backward16(dm, m_stride, dy, y_stride, f->at, outputs, x, 16);
-    if (x < L) output_paired_backward16(dm, m_stride, dy, y_stride, f->at, outputs, x, (int)(L - x));
+    for (; x + LANES <= L; x += LANES) output_paired_backward_v(dm, m_stride, dy, y_stride, f->at, outputs, x, LANES);
+    if (x < L) output_paired_backward_v(dm, m_stride, dy, y_stride, f->at, outputs, x, (int)(L - x));
 }
 
 /* The output transforms for the lines in use: 6 outputs (3 taps), 4 (5 taps). */
