@@ -232,7 +232,9 @@ TABLE
 }
 
 @test "--progressive: the epochs in equal parts, each on its crops, the tests at 32x32; bad sizes stop train first" {
-    train "${tiny[@]}" --width 0.0625 --epochs 3 --progressive 16,24 --run "$T/run" 2> /dev/null
+    train "${tiny[@]}" --width 0.0625 --epochs 3 --progressive 16,24 --run "$T/run" 2> "$T/stderr"
+    grep -q "^train: epoch 2/3 (16x16 crops): train loss" "$T/stderr"
+    grep -q "^train: epoch 3/3 (24x24 crops): train loss" "$T/stderr"
     run sed -n 's/.*"event":"train_epoch","epoch":\([0-9]\).*"input":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2x\3/p' "$T/run/log.jsonl"
     assert_output "$(printf '0 16x16\n1 16x16\n2 24x24')"
     [ "$(grep -c '"event":"epoch"' "$T/run/log.jsonl")" -eq 3 ]
