@@ -544,8 +544,8 @@ static void log_step(Run *r, const float metrics[2], double lr, int N, double se
 /* --stats: the modules whose activations every stats step describes: the stem's units
  * and the blocks (top-level names), and the taps asked for. */
 static int is_stats_tap(const Run *r, int id) {
-    int d[3];
-    if (model_tap_shape(r->m, id, d) != 4 || d[1] == 1) return 0;     /* not the head */
+    int d[3];       /* not the head: the logits (rank 2), the pooled features */
+    if (model_tap_shape(r->m, id, d) != 4 || id == model_tap_find(r->m, "avgpool")) return 0;
     if (!strchr(model_tap_name(r->m, id), '.')) return 1;
     for (int k = 0; k < r->ntaps; k++) if (r->tap_id[k] == id && (r->tap_what[k] & 1)) return 1;
     return 0;
