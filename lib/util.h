@@ -81,4 +81,5 @@ void set_threads(int n);
 /* Threads the next parallel region gets. */
 int max_threads(void);
 double now_seconds(void);
+double clock_time(void);       /* seconds since 1970 (UTC): times logged for people and other runs */
 #endif

@@ -129,6 +129,33 @@ PYEOF
     echo "$kills kills, then the same weights" >&3
 }
 
+@test "a resumed epoch's epoch_seconds is its wall time across the kill, not only the part after it" {
+    opts=(--data "$SAMPLE" --width 0.125 --batch 16 --limit 640 --test-limit 32 --epochs 1 --save-every 1 --threads 1)
+    train "${opts[@]}" --run "$T/cut" > /dev/null 2>&1 &
+    pid=$!
+    # steps for at least 3 s of clock time, then a kill
+    clock() { sed -n "s/.*\"event\":\"$1\".*\"time\":\([0-9.]*\).*/\1/p" "$T/cut/log.jsonl" 2> /dev/null | tail -n 1; }
+    for _ in $(seq 300); do
+        started=$(clock run) last=$(clock step)
+        [ -n "$started" ] && [ -n "$last" ] && awk -v a="$started" -v b="$last" 'BEGIN { exit !(b - a >= 3) }' && break
+        sleep 0.1
+    done
+    pkill -9 -P $pid 2>/dev/null || true
+    kill -9 $pid 2>/dev/null || true
+    pkill -9 -f "incv3-step -c $T/cut" 2>/dev/null || true
+    wait $pid 2>/dev/null || true
+    ! grep -q '"event":"epoch"' "$T/cut/log.jsonl" || skip "the epoch ended before the kill"
+    before=$(clock step)
+    before=$(awk -v a="$started" -v b="$before" 'BEGIN { print b - a }')
+    train "${opts[@]}" --run "$T/cut" > /dev/null 2>&1
+    resumed=$(clock run) ended=$(clock epoch)
+    seconds=$(sed -n 's/.*"event":"epoch".*"epoch_seconds":\([0-9]*\).*/\1/p' "$T/cut/log.jsonl")
+    # the part before the kill plus the part after it, each to the clock's second
+    awk -v s="$seconds" -v b="$before" -v a="$((ended - ${resumed%.*}))" \
+        'BEGIN { exit !(s >= b + a - 2 && s <= b + a + 2) }' \
+        || fail "epoch_seconds $seconds: ${before}s before the kill and $((ended - ${resumed%.*}))s after"
+}
+
 @test "disk full while writing: a clear error, exit 1, the previous checkpoint intact" {
     cifar-decode -b 16 --limit 32 "$SAMPLE/data_batch_1.bin.zst" -o "$T/d.tz"
     incv3-step -c "$T/m.ckpt" --width 0.125 --log /dev/null "$T/d.tz"

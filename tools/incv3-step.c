@@ -533,8 +533,9 @@ static void eval_batch(Run *r, Batch *b, int N) {
 
 static void log_step(Run *r, const float metrics[2], double lr, int N, double seconds) {
     fprintf(r->log, "{\"event\":\"step\",\"epoch\":%llu,\"step\":%llu,\"loss\":%.6f,\"accuracy\":%.4f,"
-            "\"lr\":%.6g,\"images_per_s\":%.2f}\n", (unsigned long long)r->epoch,
-            (unsigned long long)r->st.step, metrics[0], metrics[1], lr, N / seconds);
+            "\"lr\":%.6g,\"images_per_s\":%.2f,\"time\":%.3f}\n", (unsigned long long)r->epoch,
+            (unsigned long long)r->st.step, metrics[0], metrics[1], lr, N / seconds,
+            clock_time());     /* train sums an epoch's wall time across kills from it */
     fflush(r->log);
     double elapsed = now_seconds() - r->t_start;
     progress(r->o.quiet, r->epoch, r->seen, r->batches, r->loss_sum / r->trained, r->images / elapsed,
